@@ -1,0 +1,259 @@
+"""The model matrix: which models are qualified, with what capabilities, launch arguments and budgets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FAMILIES = ("dense", "moe", "vl")
+CAPABILITIES = ("chat", "tools", "vision")
+LOW_LATENCY_ARGS = ("--enable-torch-compile", "--chunked-prefill-size", "-1")
+PROFILES = {"default": (), "low-latency": LOW_LATENCY_ARGS}
+
+_BUDGET = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "profile": {"enum": list(PROFILES)},
+        "ttft_ms": {"type": "number", "exclusiveMinimum": 0},
+        "tpot_ms": {"type": "number", "exclusiveMinimum": 0},
+        "itl_ms": {"type": "number", "exclusiveMinimum": 0},
+        "e2e_ms": {"type": "number", "exclusiveMinimum": 0},
+        "output_tok_s": {"type": "number", "exclusiveMinimum": 0},
+        "tolerance": {"type": "number", "minimum": 0},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["model"],
+    "properties": {
+        "model": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "family", "capabilities", "chat_template"],
+                "properties": {
+                    "id": {"type": "string", "minLength": 1},
+                    "family": {"enum": list(FAMILIES)},
+                    "micro": {"enum": list(FAMILIES)},
+                    "capabilities": {"type": "array", "items": {"enum": list(CAPABILITIES)}, "uniqueItems": True},
+                    "chat_template": {"enum": ["lfm2", "lfm2.5"]},
+                    "launch_args": {"type": "array", "items": {"type": "string"}},
+                    "min_sglang": {"type": "string", "pattern": r"^\d+(\.\d+)*$"},
+                    "dtypes": {"type": "array", "items": {"enum": ["bfloat16", "float16"]}, "minItems": 1},
+                    "context_length": {"type": "integer", "minimum": 1},
+                    "latency_budgets": {"type": "object", "additionalProperties": _BUDGET},
+                },
+            },
+        }
+    },
+}
+
+
+class MatrixError(ValueError):
+    """A matrix file that does not follow the schema; the message names file, entry and field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the matrix."""
+
+    id: str
+    family: str
+    capabilities: frozenset[str]
+    chat_template: str
+    launch_args: tuple[str, ...] = ()
+    min_sglang: str = "0.5.10"
+    dtypes: tuple[str, ...] = ("bfloat16", "float16")
+    latency_budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False, hash=False)
+    micro: str | None = None
+    context_length: int | None = None
+    source: str = ""
+
+    def model_path(self) -> str:
+        """What sglang loads: the hub id, or for a micro checkpoint its built (cached) directory."""
+        if self.micro is None:
+            return self.id
+        from pytest_lfm import micro
+
+        return str(micro.build(self.micro))
+
+    def budget_for(self, gpu_name: str, profile: str = "default") -> Mapping[str, Any] | None:
+        """The latency budget whose GPU-name key prefixes ``gpu_name`` for ``profile``, if any."""
+        for prefix, budget in self.latency_budgets.items():
+            if gpu_name.startswith(prefix) and budget.get("profile", "default") == profile:
+                return budget
+        return None
+
+
+def _flag_value(args: Sequence[str], *flags: str) -> str | None:
+    for i, arg in enumerate(args):
+        for flag in flags:
+            if arg == flag and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One runtime configuration: model x dtype x profile x extra arguments and environment."""
+
+    model: ModelSpec
+    dtype: str = "bfloat16"
+    profile: str = "default"
+    extra_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        parts = [self.model.id]
+        if self.dtype != "bfloat16":
+            parts.append(self.dtype)
+        if self.profile != "default":
+            parts.append(self.profile)
+        if self.extra_args:
+            parts.append(" ".join(self.extra_args))
+        if self.env:
+            parts.append(",".join(f"{k}={v}" for k, v in self.env))
+        return "-".join(parts)
+
+    def server_args(self) -> list[str]:
+        """sglang arguments besides --model-path/--host/--port."""
+        args = [*self.model.launch_args, *PROFILES[self.profile], *self.extra_args]
+        if self.dtype != "bfloat16" and _flag_value(args, "--dtype") is None:
+            args += ["--dtype", self.dtype]
+        return args
+
+    @property
+    def tp_size(self) -> int:
+        value = _flag_value(self.server_args(), "--tp-size", "--tp", "--tensor-parallel-size")
+        return int(value) if value else 1
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The launch arguments as sgl.Engine keyword arguments (ServerArgs field names)."""
+        kwargs: dict[str, Any] = {}
+        args = self.server_args()
+        i = 0
+        while i < len(args):
+            key = args[i].lstrip("-").replace("-", "_")
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value: Any = args[i + 1]
+                for cast in (int, float):
+                    try:
+                        value = cast(value)
+                        break
+                    except ValueError:
+                        continue
+                kwargs[key] = value
+                i += 2
+            else:
+                kwargs[key] = True
+                i += 1
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """All known models, in file order; later files replace entries with the same id."""
+
+    models: tuple[ModelSpec, ...]
+
+    def ids(self) -> list[str]:
+        return [m.id for m in self.models]
+
+    def get(self, model_id: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def select(self, selectors: Iterable[str]) -> list[ModelSpec]:
+        """Resolve ids, families (dense, moe, vl: real models), 'micro' and 'all'; unknown -> KeyError."""
+        chosen: list[ModelSpec] = []
+        for sel in selectors:
+            if sel == "all":
+                hits = list(self.models)
+            elif sel == "micro":
+                hits = [m for m in self.models if m.micro]
+            elif sel in FAMILIES:
+                hits = [m for m in self.models if m.family == sel and not m.micro]
+            else:
+                model = self.get(sel) or self.get(f"micro-{sel}") or self._by_short_name(sel)
+                if model is None:
+                    raise KeyError(sel)
+                hits = [model]
+            chosen += [m for m in hits if m not in chosen]
+        return chosen
+
+    def _by_short_name(self, name: str) -> ModelSpec | None:
+        hits = [m for m in self.models if m.id.split("/")[-1] == name]
+        return hits[0] if len(hits) == 1 else None
+
+
+def builtin_matrix_files() -> list[Path]:
+    """The TOML files shipped in matrices/ (micro checkpoints first)."""
+    root = resources.files("pytest_lfm.matrices")
+    files = sorted((Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")),
+                   key=lambda p: (p.name != "micro.toml", p.name))
+    return files
+
+
+def _entry_error(path: Path, index: int, entry: Any, err: jsonschema.ValidationError) -> MatrixError:
+    name = entry.get("id", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+    where = ".".join(str(p) for p in list(err.absolute_path)[2:]) or "(entry)"
+    return MatrixError(f"{path}: model {name!r}, field {where}: {err.message}")
+
+
+def load_file(path: Path) -> list[ModelSpec]:
+    """Parse and validate one matrix file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MatrixError(f"{path}: not a readable TOML file: {exc}") from None
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        if len(err.absolute_path) >= 2 and err.absolute_path[0] == "model":
+            index = int(err.absolute_path[1])
+            raise _entry_error(path, index, data["model"][index], err)
+        raise MatrixError(f"{path}: {err.message} (a matrix file holds [[model]] tables)")
+    return [
+        ModelSpec(
+            id=e["id"],
+            family=e["family"],
+            capabilities=frozenset(e["capabilities"]),
+            chat_template=e["chat_template"],
+            launch_args=tuple(e.get("launch_args", ())),
+            min_sglang=e.get("min_sglang", "0.5.10"),
+            dtypes=tuple(e.get("dtypes", ("bfloat16", "float16"))),
+            latency_budgets=e.get("latency_budgets", {}),
+            micro=e.get("micro"),
+            context_length=e.get("context_length"),
+            source=str(path),
+        )
+        for e in data["model"]
+    ]
+
+
+def load_matrix(extra: Sequence[Path] = ()) -> Matrix:
+    """The built-in matrix plus ``extra`` files; an entry with a known id replaces the earlier one."""
+    by_id: dict[str, ModelSpec] = {}
+    for path in [*builtin_matrix_files(), *extra]:
+        for spec in load_file(path):
+            by_id[spec.id] = spec
+    return Matrix(tuple(by_id.values()))

@@ -1,0 +1,287 @@
+"""pytest-lfm's hooks and default fixtures. The logic lives in the modules these call."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from typing import Any
+
+import openai
+import pytest
+
+from pytest_lfm import hosts
+from pytest_lfm.engine import SglangEngine
+from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
+from pytest_lfm.runtime import RuntimePool
+from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
+
+SETTINGS = pytest.StashKey[Settings]()
+MATRIX = pytest.StashKey[Matrix]()
+SELECTED = pytest.StashKey[list[ModelSpec]]()
+POOL = pytest.StashKey[RuntimePool | None]()
+
+NO_RUNTIME = ("no CUDA GPU here and no --lfm-base-url: the suites that need an sglang runtime run on a GPU host, "
+              "or against a running server with --lfm-base-url URL, or from a recording with --lfm-replay DIR")
+
+
+def lfm_requires(*capabilities: str) -> None:
+    """Marker signature: the test needs these model capabilities (chat, tools, vision)."""
+    unknown = set(capabilities) - set(CAPABILITIES)
+    if unknown or not capabilities:
+        raise ValueError(f"lfm_requires takes capabilities from {CAPABILITIES}, got {capabilities}")
+
+
+def lfm_launch(
+    *, dtype: str | None = None, profile: str = "default", extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Marker signature: run the test on this variant of each selected model's runtime."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"lfm_launch dtype must be one of {DTYPES}, got {dtype!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"lfm_launch profile must be one of {tuple(PROFILES)}, got {profile!r}")
+
+
+MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": lfm_requires, "lfm_launch": lfm_launch}
+
+
+def _marker_kwargs(node: pytest.Function | pytest.Item, name: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    marker = node.get_closest_marker(name)
+    if marker is None:
+        return (), {}
+    try:
+        MARKERS[name](*marker.args, **marker.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"{node.nodeid}: bad @pytest.mark.{name}: {exc}") from None
+    return marker.args, marker.kwargs
+
+
+# ---------------------------------------------------------------- hooks
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, func in MARKERS.items():
+        doc = (func.__doc__ or "").split(": ", 1)[-1]
+        config.addinivalue_line("markers", f"{name}{inspect.signature(func)}: {doc}".replace(" -> None", ""))
+    settings = resolve(config, dict(os.environ))
+    try:
+        matrix = load_matrix(settings.matrix_paths)
+    except MatrixError as exc:
+        raise pytest.UsageError(f"pytest-lfm: {exc}") from None
+    try:
+        selected = matrix.select(settings.models)
+    except KeyError as exc:
+        raise pytest.UsageError(
+            f"pytest-lfm: unknown model {exc.args[0]!r} (from {settings.sources['model']}). Known ids: "
+            f"{', '.join(matrix.ids())}; selectors: dense, moe, vl, micro, all. To add a model, write a "
+            "[[model]] entry (see matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.") from None
+    if settings.base_url and len(selected) != 1:
+        raise pytest.UsageError(
+            f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "
+            f"({', '.join(settings.models)}) names {len(selected)} models. Pass --lfm-model with the id of the "
+            "model that server serves.")
+    config.stash[SETTINGS], config.stash[MATRIX], config.stash[SELECTED] = settings, matrix, selected
+    config.stash[POOL] = None
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"  # all tests of one model on one worker (xdist_group marks below)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = config.stash.get(POOL, None)
+    if pool is not None:
+        pool.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS]
+    versions = []
+    for dist in ("sglang", "torch", "transformers"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} not installed")
+    gpus = hosts.list_gpus()
+    gpu_line = ", ".join(f"{g.index}: {g.name}" for g in gpus) if gpus else "none (CUDA runtime tests will skip)"
+    return [
+        "pytest-lfm settings (value, source):",
+        *describe(settings),
+        f"pytest-lfm models: {', '.join(m.id for m in config.stash[SELECTED])}",
+        f"pytest-lfm runtime: {'; '.join(versions)}; GPUs: {gpu_line}",
+    ]
+
+
+def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
+    config = metafunc.config
+    settings = config.stash[SETTINGS]
+    required, _ = _marker_kwargs(metafunc.definition, "lfm_requires")
+    _, variant = _marker_kwargs(metafunc.definition, "lfm_launch")
+    dtypes = (variant["dtype"],) if variant.get("dtype") else settings.dtypes
+    params = []
+    for model in config.stash[SELECTED]:
+        for dtype in dtypes:
+            launch = LaunchConfig(
+                model, dtype, variant.get("profile", "default"),
+                (*settings.server_args, *variant.get("extra_args", ())),
+                tuple(sorted({**_dtype_env(dtype), **variant.get("env", {})}.items())),
+            )
+            missing = set(required) - model.capabilities
+            marks = []
+            if missing:
+                marks.append(pytest.mark.skip(reason=f"{model.id} lacks capability {', '.join(sorted(missing))}"))
+            elif dtype not in model.dtypes:
+                marks.append(pytest.mark.skip(reason=f"{model.id} is not qualified for {dtype} (matrix dtypes)"))
+            params.append(pytest.param(launch, id=launch.id, marks=marks))
+    return params
+
+
+def _dtype_env(dtype: str) -> dict[str, str]:
+    """float16 needs the conv state in float16 too (FACTS.md; sglang #19773, #30178, #31719)."""
+    return {"SGLANG_MAMBA_CONV_DTYPE": "float16"} if dtype == "float16" else {}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lfm_launch" in metafunc.fixturenames:
+        metafunc.parametrize("lfm_launch", _launch_configs(metafunc), indirect=True, scope="session")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests by runtime configuration (each launches once), servers before engines, one model per worker."""
+    order: dict[str, int] = {}
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        callspec = getattr(item, "callspec", None)
+        launch = callspec.params.get("lfm_launch") if callspec else None
+        if not isinstance(launch, LaunchConfig):
+            return (-1, 0)
+        uses_engine = "lfm_engine" in getattr(item, "fixturenames", ())
+        return (order.setdefault(launch.id, len(order)), int(uses_engine))
+
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        launch = callspec.params.get("lfm_launch") if callspec else None
+        if isinstance(launch, LaunchConfig):
+            item.add_marker(pytest.mark.xdist_group(launch.model.id))
+    items.sort(key=key)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def lfm_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved pytest-lfm settings."""
+    return pytestconfig.stash[SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def lfm_launch(request: pytest.FixtureRequest) -> LaunchConfig:
+    """The runtime configuration under test (parametrized over models x dtypes)."""
+    launch: LaunchConfig = request.param
+    return launch
+
+
+@pytest.fixture(scope="session")
+def lfm_model(lfm_launch: LaunchConfig) -> ModelSpec:
+    """The model under test."""
+    return lfm_launch.model
+
+
+@pytest.fixture(scope="session")
+def lfm_dtype(lfm_launch: LaunchConfig) -> str:
+    """The dtype the runtime under test serves with."""
+    return lfm_launch.dtype
+
+
+@pytest.fixture(scope="session")
+def lfm_gpus(lfm_settings: Settings) -> list[int]:
+    """This worker's GPUs: one of --lfm-gpu (or of all visible GPUs) per xdist worker; [] without a GPU."""
+    visible = [g.index for g in hosts.list_gpus()]
+    chosen = list(lfm_settings.gpus) if lfm_settings.gpus is not None else visible
+    if not chosen:
+        return []
+    return [chosen[hosts.worker_index() % len(chosen)]]
+
+
+@pytest.fixture(scope="session")
+def lfm_runtime_pool(
+    pytestconfig: pytest.Config, lfm_settings: Settings, lfm_gpus: list[int], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RuntimePool | None]:
+    """The runtime pool of this worker, or None when no runtime can be started here."""
+    if not lfm_gpus:
+        yield None
+        return
+    pool = RuntimePool(lfm_gpus, tmp_path_factory.mktemp("lfm-logs"), lfm_settings.launch_timeout)
+    pytestconfig.stash[POOL] = pool
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture(scope="session")
+def lfm_server(
+    lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
+) -> Iterator[SglangServer | ExternalServer]:
+    """The sglang server for the configuration under test: launched once, reused, stopped when done."""
+    if lfm_settings.base_url:
+        yield ExternalServer(lfm_settings.base_url)
+        return
+    if lfm_runtime_pool is None:
+        pytest.skip(NO_RUNTIME)
+    server = lfm_runtime_pool.server(lfm_launch)
+    yield server
+    lfm_runtime_pool.release(server)
+
+
+@pytest.fixture
+def lfm_live_server(
+    lfm_server: SglangServer | ExternalServer, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
+) -> SglangServer | ExternalServer:
+    """``lfm_server``, restarted if an engine took its GPU, and checked to be alive (the log tail if not)."""
+    server = lfm_server
+    if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
+        server = lfm_runtime_pool.server(lfm_launch)
+    server.check_alive()
+    return server
+
+
+@pytest.fixture
+def lfm_model_name(lfm_live_server: SglangServer | ExternalServer) -> str:
+    """The ``model`` string to send in requests: what the server lists in /v1/models."""
+    return lfm_live_server.served_model()
+
+
+@pytest.fixture
+def lfm_client(lfm_live_server: SglangServer | ExternalServer) -> Iterator[openai.OpenAI]:
+    """An OpenAI client for the server under test (no retries: every failure shows)."""
+    client = openai.OpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def lfm_async_client(lfm_live_server: SglangServer | ExternalServer) -> openai.AsyncOpenAI:
+    """An async OpenAI client for the server under test (no retries)."""
+    return openai.AsyncOpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0,
+                              timeout=120)
+
+
+@pytest.fixture(scope="session")
+def lfm_engine(
+    lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
+) -> Iterator[SglangEngine]:
+    """An offline sgl.Engine for the configuration under test; shut down when done."""
+    if lfm_settings.base_url:
+        pytest.skip("--lfm-base-url tests a running server; the offline Engine needs a local GPU")
+    if lfm_runtime_pool is None:
+        pytest.skip(NO_RUNTIME)
+    engine = lfm_runtime_pool.engine(lfm_launch)
+    yield engine
+    lfm_runtime_pool.release(engine)

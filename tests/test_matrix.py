@@ -1,0 +1,151 @@
+"""The model matrix: contents, validation errors, selection, parametrization and capability skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_lfm.matrix import LaunchConfig, MatrixError, load_file, load_matrix
+
+REAL = {
+    "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
+    "LiquidAI/LFM2-8B-A1B": "moe", "LiquidAI/LFM2-24B-A2B": "moe",
+    "LiquidAI/LFM2-VL-450M": "vl", "LiquidAI/LFM2-VL-3B": "vl", "LiquidAI/LFM2.5-VL-1.6B": "vl",
+}
+
+
+def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() -> None:
+    matrix = load_matrix()
+    assert {m.id: m.family for m in matrix.models if not m.micro} == REAL
+    assert [m.id for m in matrix.models if m.micro] == ["micro-dense", "micro-moe", "micro-vl"]
+    for model in matrix.models:
+        if "tools" in model.capabilities:
+            assert model.launch_args[:2] == ("--tool-call-parser", "lfm2"), model.id
+        assert ("vision" in model.capabilities) == (model.family == "vl"), model.id
+    budget = matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").budget_for("NVIDIA B300 SXM6", "low-latency")  # type: ignore[union-attr]
+    assert budget is not None and budget["ttft_ms"] == 8.79 and budget["tpot_ms"] == 0.86
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[model]]\nid = "x"\nfamily = "huge"\ncapabilities = []\nchat_template = "lfm2"\n',
+         "model 'x', field family: 'huge' is not one of ['dense', 'moe', 'vl']"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = ["telepathy"]\nchat_template = "lfm2"\n',
+         "model 'x', field capabilities.0: 'telepathy' is not one of"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\n',
+         "model 'x', field (entry): 'chat_template' is a required"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         '[model.latency_budgets."NVIDIA H100"]\nttft_ms = -1\n',
+         "model 'x', field latency_budgets.NVIDIA H100.ttft_ms: -1 is less than or equal to the minimum of 0"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nlaunch_arg = []\n',
+         "model 'x', field (entry): Additional properties are not allowed ('launch_arg' was unexpected)"),
+        ("model = 3\n", "3 is not of type 'array'"),
+        ("[[model]\n", "not a readable TOML file"),
+    ],
+)
+def test_malformed_matrix_names_file_entry_and_field(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(MatrixError) as info:
+        load_file(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+def test_malformed_matrix_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".toml", bad='[[model]]\nid = "mine"\nfamily = "dense"\ncapabilities = "tools"\nchat_template = "lfm2"\n'
+    )
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "bad.toml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*bad.toml: model 'mine', field capabilities: 'tools' is not of type 'array'*"])
+
+
+def test_selectors() -> None:
+    matrix = load_matrix()
+    ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
+    assert ids(["micro"]) == ["micro-dense", "micro-moe", "micro-vl"]
+    assert ids(["moe"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2-24B-A2B"]
+    assert ids(["dense", "LiquidAI/LFM2-350M"]) == ["LiquidAI/LFM2-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
+                                                    "LiquidAI/LFM2-2.6B"]
+    assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2-VL-450M"]
+    assert len(ids(["all"])) == 11
+    assert ids(["LFM2-VL-3B", "micro-moe"]) == ["LiquidAI/LFM2-VL-3B", "micro-moe"]
+    with pytest.raises(KeyError):
+        matrix.select(["LFM3"])
+
+
+def test_launch_config_arguments_and_ids() -> None:
+    model = load_matrix().get("micro-moe")
+    assert model is not None
+    default = LaunchConfig(model)
+    assert default.id == "micro-moe" and default.tp_size == 1
+    fp16 = LaunchConfig(model, "float16", "low-latency", ("--tp-size", "2"), (("SGLANG_MAMBA_CONV_DTYPE", "float16"),))
+    assert fp16.id == "micro-moe-float16-low-latency---tp-size 2-SGLANG_MAMBA_CONV_DTYPE=float16"
+    assert fp16.server_args() == [*model.launch_args, "--enable-torch-compile", "--chunked-prefill-size", "-1",
+                                  "--tp-size", "2", "--dtype", "float16"]
+    assert fp16.tp_size == 2
+    assert fp16.engine_kwargs()["tp_size"] == 2 and fp16.engine_kwargs()["enable_torch_compile"] is True
+    assert fp16.engine_kwargs()["chunked_prefill_size"] == -1 and fp16.engine_kwargs()["tool_call_parser"] == "lfm2"
+
+
+PARAMS = """
+import pytest
+
+def test_any(lfm_model):
+    pass
+
+@pytest.mark.lfm_requires("vision")
+def test_vision(lfm_model):
+    pass
+
+@pytest.mark.lfm_requires("tools")
+def test_tools(lfm_model, lfm_dtype):
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def test_tests_are_parametrized_by_model_id_and_capabilities_skip(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PARAMS)
+    result = pytester.runpytest("-v", "-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6, skipped=4)
+    result.stdout.fnmatch_lines_random([
+        "*test_any?micro-dense? PASSED*", "*test_any?micro-vl? PASSED*",
+        "*test_vision?micro-vl? PASSED*", "*test_vision?micro-dense? SKIPPED*",
+        "*test_tools?micro-moe? PASSED*",
+        "SKIPPED * micro-dense lacks capability vision",
+        "SKIPPED * micro-vl lacks capability tools",
+    ])
+
+
+def test_dtype_both_parametrizes_each_model_twice(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PARAMS)
+    result = pytester.runpytest("-v", "--lfm-dtype", "both", "--lfm-model", "LiquidAI/LFM2-350M",
+                                "-p", "no:cacheprovider", "-k", "tools")
+    result.stdout.fnmatch_lines(["*test_tools?LiquidAI/LFM2-350M? PASSED*",
+                                 "*test_tools?LiquidAI/LFM2-350M-float16? PASSED*"])
+
+
+def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+import pytest
+@pytest.mark.lfm_requires("smell")
+def test_x(lfm_model): pass
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*bad @pytest.mark.lfm_requires: lfm_requires takes capabilities*"])
+
+
+def test_tests_group_by_configuration_and_model_per_worker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(a=PARAMS, b=PARAMS.replace("test_", "test_b_"))
+    result = pytester.runpytest("--collect-only", "-q", "--lfm-dtype", "both", "-p", "no:cacheprovider")
+    names = [line for line in result.outlines if "::" in line]
+    configs = [n.split("[", 1)[1] for n in names if "[" in n]
+    # each configuration forms one contiguous block: it launches once
+    blocks = [c for i, c in enumerate(configs) if i == 0 or configs[i - 1] != c]
+    assert len(blocks) == len(set(blocks)) == 6, configs
