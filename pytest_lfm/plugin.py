@@ -8,12 +8,15 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts
+from pytest_lfm import hosts, latency, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
+from pytest_lfm.micro.script import Script, load_script
+from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store
 from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
@@ -27,14 +30,14 @@ NO_RUNTIME = ("no CUDA GPU here and no --lfm-base-url: the suites that need an s
               "or against a running server with --lfm-base-url URL, or from a recording with --lfm-replay DIR")
 
 
-def lfm_requires(*capabilities: str) -> None:
+def requires_marker(*capabilities: str) -> None:
     """Marker signature: the test needs these model capabilities (chat, tools, vision)."""
     unknown = set(capabilities) - set(CAPABILITIES)
     if unknown or not capabilities:
         raise ValueError(f"lfm_requires takes capabilities from {CAPABILITIES}, got {capabilities}")
 
 
-def lfm_launch(
+def launch_marker(
     *, dtype: str | None = None, profile: str = "default", extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
 ) -> None:
@@ -45,7 +48,7 @@ def lfm_launch(
         raise ValueError(f"lfm_launch profile must be one of {tuple(PROFILES)}, got {profile!r}")
 
 
-MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": lfm_requires, "lfm_launch": lfm_launch}
+MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": requires_marker, "lfm_launch": launch_marker}
 
 
 def _marker_kwargs(node: pytest.Function | pytest.Item, name: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -56,7 +59,7 @@ def _marker_kwargs(node: pytest.Function | pytest.Item, name: str) -> tuple[tupl
         MARKERS[name](*marker.args, **marker.kwargs)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"{node.nodeid}: bad @pytest.mark.{name}: {exc}") from None
-    return marker.args, marker.kwargs
+    return marker.args, dict(marker.kwargs)
 
 
 # ---------------------------------------------------------------- hooks
@@ -92,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[POOL] = None
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # all tests of one model on one worker (xdist_group marks below)
+    config.addinivalue_line("markers", latency.FIDELITY_MARKER)
+    report.register(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -226,24 +231,51 @@ def lfm_runtime_pool(
 
 
 @pytest.fixture(scope="session")
+def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[Store | None]:
+    """The recording of the configuration under test (--lfm-record / --lfm-replay), or None."""
+    directory = lfm_settings.record_dir or lfm_settings.replay_dir
+    if directory is None:
+        yield None
+        return
+    try:
+        store = open_store(directory, lfm_launch.id, "record" if lfm_settings.record_dir else "replay")
+    except RecordingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
 def lfm_server(
     lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
-) -> Iterator[SglangServer | ExternalServer]:
+    lfm_recording: Store | None,
+) -> Iterator[SglangServer | ExternalServer | ReplayServer]:
     """The sglang server for the configuration under test: launched once, reused, stopped when done."""
-    if lfm_settings.base_url:
-        yield ExternalServer(lfm_settings.base_url)
+    if lfm_settings.replay_dir and lfm_recording is not None:
+        yield ReplayServer(lfm_recording)
         return
-    if lfm_runtime_pool is None:
+    if lfm_settings.base_url:
+        server: SglangServer | ExternalServer = ExternalServer(lfm_settings.base_url)
+    elif lfm_runtime_pool is None:
         pytest.skip(NO_RUNTIME)
-    server = lfm_runtime_pool.server(lfm_launch)
+    else:
+        server = lfm_runtime_pool.server(lfm_launch)
+    if lfm_recording is not None:
+        lfm_recording.write_meta(
+            sglang_version=server.sglang_version(), launch_args=server.command or lfm_launch.server_args(),
+            served_model=server.served_model(), model=lfm_launch.model.id, dtype=lfm_launch.dtype,
+            profile=lfm_launch.profile, startup_seconds=server.startup_seconds,
+            gpus=[g.name for g in hosts.list_gpus()])
     yield server
-    lfm_runtime_pool.release(server)
+    if lfm_runtime_pool is not None and isinstance(server, SglangServer):
+        lfm_runtime_pool.release(server)
 
 
 @pytest.fixture
 def lfm_live_server(
-    lfm_server: SglangServer | ExternalServer, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
-) -> SglangServer | ExternalServer:
+    lfm_server: SglangServer | ExternalServer | ReplayServer, lfm_launch: LaunchConfig,
+    lfm_runtime_pool: RuntimePool | None,
+) -> SglangServer | ExternalServer | ReplayServer:
     """``lfm_server``, restarted if an engine took its GPU, and checked to be alive (the log tail if not)."""
     server = lfm_server
     if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
@@ -253,24 +285,57 @@ def lfm_live_server(
 
 
 @pytest.fixture
-def lfm_model_name(lfm_live_server: SglangServer | ExternalServer) -> str:
+def lfm_model_name(lfm_live_server: SglangServer | ExternalServer | ReplayServer) -> str:
     """The ``model`` string to send in requests: what the server lists in /v1/models."""
     return lfm_live_server.served_model()
 
 
 @pytest.fixture
-def lfm_client(lfm_live_server: SglangServer | ExternalServer) -> Iterator[openai.OpenAI]:
+def lfm_http(
+    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    lfm_recording: Store | None,
+) -> Iterator[httpx.Client]:
+    """An httpx client on the server's root URL, for the endpoints outside the OpenAI API."""
+    transport = lfm_recording.transport(request.node.nodeid) if lfm_recording else None
+    with httpx.Client(base_url=lfm_live_server.base_url, timeout=120, transport=transport) as client:
+        yield client
+
+
+@pytest.fixture
+def lfm_client(
+    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    lfm_recording: Store | None,
+) -> Iterator[openai.OpenAI]:
     """An OpenAI client for the server under test (no retries: every failure shows)."""
-    client = openai.OpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120)
+    http = openai.DefaultHttpxClient(transport=lfm_recording.transport(request.node.nodeid)) if lfm_recording else None
+    client = openai.OpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120,
+                           http_client=http)
     yield client
     client.close()
 
 
 @pytest.fixture
-def lfm_async_client(lfm_live_server: SglangServer | ExternalServer) -> openai.AsyncOpenAI:
+def lfm_async_client(
+    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    lfm_recording: Store | None,
+) -> openai.AsyncOpenAI:
     """An async OpenAI client for the server under test (no retries)."""
+    http = (openai.DefaultAsyncHttpxClient(transport=lfm_recording.async_transport(request.node.nodeid))
+            if lfm_recording else None)
     return openai.AsyncOpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0,
-                              timeout=120)
+                              timeout=120, http_client=http)
+
+
+@pytest.fixture
+def lfm_sglang_version(lfm_live_server: SglangServer | ExternalServer | ReplayServer) -> str:
+    """The sglang version of the server under test (its /get_server_info, else the installed one)."""
+    return lfm_live_server.sglang_version()
+
+
+@pytest.fixture(scope="session")
+def lfm_script() -> Script:
+    """The micro checkpoints' script: the suites' prompts and, for micro checkpoints, the exact answers."""
+    return load_script()
 
 
 @pytest.fixture(scope="session")
@@ -278,8 +343,8 @@ def lfm_engine(
     lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
 ) -> Iterator[SglangEngine]:
     """An offline sgl.Engine for the configuration under test; shut down when done."""
-    if lfm_settings.base_url:
-        pytest.skip("--lfm-base-url tests a running server; the offline Engine needs a local GPU")
+    if lfm_settings.base_url or lfm_settings.replay_dir:
+        pytest.skip("--lfm-base-url / --lfm-replay test a server over HTTP; the offline Engine needs a local GPU")
     if lfm_runtime_pool is None:
         pytest.skip(NO_RUNTIME)
     engine = lfm_runtime_pool.engine(lfm_launch)

@@ -1,0 +1,248 @@
+"""Chat completions: the OpenAI response contract, token accounting, sampling controls, concurrency and caching."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from pytest_lfm import checks, report
+from pytest_lfm.matrix import ModelSpec
+from pytest_lfm.micro.render import prompt_token_count, render_prompt
+from pytest_lfm.micro.script import Script, Turn
+
+ANSWERS = checks.scripted("answer")
+LONG_ANSWER = "answer-count"  # the script's longest plain answer: room for max_tokens and stop strings to cut
+
+
+def _create(client: openai.OpenAI, request: dict[str, Any]) -> Any:
+    return client.chat.completions.create(**request)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_response_has_the_openai_chat_completion_shape(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """OpenAI API reference (chat.completion object), as Liquid's SGLang page serves it."""
+    request = turn.request(lfm_model_name)
+    response = _create(lfm_client, request)
+    message = response.choices[0].message if response.choices else None
+    shape = {"object": response.object, "model": response.model, "choice_indexes": [c.index for c in response.choices],
+             "role": message and message.role, "content_is_text": isinstance(message and message.content, str)}
+    checks.check(bool(response.id) and isinstance(response.created, int) and shape == {
+        "object": "chat.completion", "model": lfm_model_name, "choice_indexes": [0], "role": "assistant",
+        "content_is_text": True}, "chat.completion shape", request=request,
+        expected="id, created, object 'chat.completion', the requested model, one choice 0 with an assistant string",
+        got=response)
+
+
+@pytest.mark.parametrize("turn", ANSWERS, indirect=True)
+def test_usage_total_is_prompt_plus_completion(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
+    """OpenAI API reference (usage object)."""
+    request = turn.request(lfm_model_name)
+    checks.assert_usage_adds_up(_create(lfm_client, request).usage, request=request)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_prompt_tokens_equal_the_prompt_as_the_running_sglang_renders_it(
+    request: pytest.FixtureRequest, lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec,
+    lfm_sglang_version: str, turn: Turn,
+) -> None:
+    """FACTS.md (measured): sglang renders the chat template itself; prompt_tokens is that rendering's length."""
+    sent = turn.request(lfm_model_name)
+    prompt = render_prompt(turn, template=lfm_model.chat_template, sglang_version=lfm_sglang_version)
+    expected = prompt_token_count(lfm_model.model_path(), turn.messages, turn.rendered_tools, lfm_sglang_version)
+    report.note(request, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
+    report.note(request, "prompt_tokens", expected)
+    usage = _create(lfm_client, sent).usage
+    checks.check(usage is not None and usage.prompt_tokens == expected,
+                 f"prompt_tokens vs the chat template rendered as sglang {lfm_sglang_version} renders it",
+                 request=sent, expected=expected, got=usage)
+
+
+@pytest.mark.parametrize("turn", ANSWERS, indirect=True)
+def test_answer_is_the_scripted_one(
+    lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
+) -> None:
+    """The script (pytest_lfm/micro/script.json): exact for micro checkpoints, a non-empty answer for real models."""
+    request = turn.request(lfm_model_name)
+    choice = checks.only_choice(_create(lfm_client, request), request=request)
+    checks.assert_finish_reason(choice, "stop", request=request)
+    if checks.exact(lfm_model):
+        checks.check(choice.message.content == turn.content, "answer", request=request, expected=turn.content,
+                     got=choice.message.content)
+    else:
+        checks.check(bool((choice.message.content or "").strip()), "answer", request=request,
+                     expected="a non-empty answer", got=choice.message)
+
+
+@pytest.mark.parametrize("turn", ANSWERS, indirect=True)
+def test_answer_contains_no_special_tokens(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
+    """LFM2 chat template: <|im_end|> ends the turn and is never part of the content (FACTS.md special tokens)."""
+    request = turn.request(lfm_model_name)
+    choice = checks.only_choice(_create(lfm_client, request), request=request)
+    checks.assert_no_special_tokens(choice.message.content, request=request)
+
+
+@pytest.mark.parametrize("turn", [LONG_ANSWER], indirect=True)
+def test_max_tokens_cuts_the_answer_with_finish_length(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """OpenAI API reference: finish_reason 'length' when max_tokens ends generation."""
+    request = turn.request(lfm_model_name, max_tokens=4)
+    response = _create(lfm_client, request)
+    choice = checks.only_choice(response, request=request)
+    checks.assert_finish_reason(choice, "length", request=request)
+    checks.check(response.usage is not None and response.usage.completion_tokens == 4, "completion_tokens",
+                 request=request, expected=4, got=response.usage)
+    checks.assert_no_special_tokens(choice.message.content, request=request)
+
+
+@pytest.mark.parametrize("turn", [LONG_ANSWER], indirect=True)
+def test_stop_string_ends_the_answer_before_it_with_finish_stop(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """OpenAI API reference (stop): the text ends before the stop string, finish_reason 'stop'."""
+    plain = turn.request(lfm_model_name)
+    full = checks.only_choice(_create(lfm_client, plain), request=plain).message.content or ""
+    words = full.split()
+    if len(words) < 4:
+        pytest.skip(f"the answer is too short to cut with a stop string: {full!r}")
+    stop = words[len(words) // 2]
+    request = turn.request(lfm_model_name, stop=[stop])
+    choice = checks.only_choice(_create(lfm_client, request), request=request)
+    checks.assert_finish_reason(choice, "stop", request=request)
+    checks.check(choice.message.content == full[:full.index(stop)], "content with a stop string", request=request,
+                 expected=full[:full.index(stop)], got=choice.message.content)
+    checks.assert_no_special_tokens(choice.message.content, request=request)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_n_returns_n_indexed_choices(
+    lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
+) -> None:
+    """OpenAI API reference (n): n choices with indexes 0..n-1, each a finished answer."""
+    request = turn.request(lfm_model_name, n=2)
+    response = _create(lfm_client, request)
+    got = [(c.index, c.finish_reason, bool((c.message.content or "").strip())) for c in response.choices]
+    checks.check(sorted(got) == [(0, "stop", True), (1, "stop", True)], "choices for n=2", request=request,
+                 expected="choices 0 and 1, each finish 'stop' with content", got=response)
+    if checks.exact(lfm_model):
+        checks.check(all(c.message.content == turn.content for c in response.choices), "greedy choices",
+                     request=request, expected=turn.content, got=response)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_logprobs_cover_every_generated_token(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
+    """OpenAI API reference (logprobs): one entry per output token (an EOS token may be left out)."""
+    request = turn.request(lfm_model_name, logprobs=True)
+    response = _create(lfm_client, request)
+    choice = checks.only_choice(response, request=request)
+    entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+    completion = response.usage.completion_tokens if response.usage else -1
+    checks.check(len(entries) in (completion, completion - 1) and all(e.logprob <= 0 for e in entries),
+                 "logprobs entries", request=request,
+                 expected=f"{completion} (or {completion - 1}) entries with logprob <= 0", got=choice.logprobs)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_top_logprobs_lists_the_requested_number_of_alternatives(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """OpenAI API reference (top_logprobs)."""
+    request = turn.request(lfm_model_name, logprobs=True, top_logprobs=3)
+    choice = checks.only_choice(_create(lfm_client, request), request=request)
+    entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+    counts = [len(e.top_logprobs) for e in entries]
+    checks.check(bool(entries) and set(counts) == {3}, "top_logprobs per token", request=request,
+                 expected="3 alternatives for every token", got=counts)
+
+
+@pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
+def test_greedy_token_is_the_most_likely_alternative(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """Greedy decoding (temperature 0) picks the argmax: its logprob is the highest of top_logprobs."""
+    request = turn.request(lfm_model_name, logprobs=True, top_logprobs=3)
+    choice = checks.only_choice(_create(lfm_client, request), request=request)
+    entries = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
+    worse = [(e.token, e.logprob, [(t.token, t.logprob) for t in e.top_logprobs]) for e in entries
+             if e.top_logprobs and e.logprob < max(t.logprob for t in e.top_logprobs) - 1e-3]
+    checks.check(bool(entries) and not worse, "sampled token vs top_logprobs at temperature 0", request=request,
+                 expected="every sampled token is the most likely one", got=worse or choice.logprobs)
+
+
+@pytest.mark.parametrize("turn", ANSWERS, indirect=True)
+def test_temperature_zero_is_deterministic(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
+    """Greedy decoding: the same request gives the same answer (sglang deterministic sampling at temperature 0)."""
+    request = turn.request(lfm_model_name)
+    answers = [_create(lfm_client, request).choices[0].message.content for _ in range(3)]
+    checks.check(len(set(answers)) == 1, "three identical requests at temperature 0", request=request,
+                 expected="three equal answers", got=answers)
+
+
+def test_concurrent_requests_equal_their_solo_outputs(
+    lfm_client: openai.OpenAI, lfm_async_client: openai.AsyncOpenAI, lfm_model_name: str, lfm_model: ModelSpec,
+    lfm_script: Script,
+) -> None:
+    """sglang #23975 / #24717: batched decoding must not change greedy outputs (32 concurrent requests)."""
+    turns = [t for t in lfm_script.for_model(lfm_model) if t.kind == "answer"]
+    requests = [turns[i % len(turns)].request(lfm_model_name) for i in range(32)]
+    solo = {t.id: _create(lfm_client, t.request(lfm_model_name)).choices[0].message.content for t in turns}
+
+    async def batch() -> list[Any]:
+        async with lfm_async_client as client:
+            return await asyncio.gather(*(client.chat.completions.create(**r) for r in requests))
+
+    together = [r.choices[0].message.content for r in asyncio.run(batch())]
+    differ = [(turns[i % len(turns)].id, solo[turns[i % len(turns)].id], got) for i, got in enumerate(together)
+              if got != solo[turns[i % len(turns)].id]]
+    checks.check(not differ, f"{len(differ)} of 32 concurrent answers differ from the same request sent alone",
+                 request=requests[0], expected="every concurrent answer equals its solo answer",
+                 got=differ)
+
+
+def test_shared_prefix_reuse_does_not_change_outputs(
+    lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec,
+    lfm_script: Script,
+) -> None:
+    """sglang radix cache with LFM2's conv state (mamba radix cache, FACTS.md): a cached prefix gives the same
+    greedy output as a cold prompt."""
+    turns = [t for t in lfm_script.for_model(lfm_model) if t.kind == "answer"]
+    first, second = turns[0], turns[1 % len(turns)]
+    history = [*first.messages, {"role": "assistant", "content": first.content or "OK."}]
+    request = second.request(lfm_model_name, messages=[*history, *second.openai_messages()])
+    lfm_http.post("/flush_cache")
+    cold = _create(lfm_client, request).choices[0].message.content
+    _create(lfm_client, second.request(lfm_model_name, messages=history[:-1]))  # caches the shared prefix
+    warm = [_create(lfm_client, request).choices[0].message.content for _ in range(2)]
+    checks.check(warm == [cold, cold], "answers with the prefix cached vs cold", request=request,
+                 expected=cold, got=warm)
+
+
+def test_prompt_longer_than_the_context_is_rejected_with_400(
+    lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str
+) -> None:
+    """FACTS.md (measured): HTTP 400 "The input (N tokens) is longer than the model's context length", not a 500."""
+    context = int(lfm_http.get("/v1/models").json()["data"][0]["max_model_len"])
+    request = {"model": lfm_model_name, "max_tokens": 4,
+               "messages": [{"role": "user", "content": "hello " * (context + 64)}]}
+    checks.expect_http_error(lambda: _create(lfm_client, request), 400, request=request,
+                             mentions="longer than the model's context length")
+
+
+def test_models_endpoint_lists_the_served_model(
+    lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec
+) -> None:
+    """FACTS.md (measured): GET /v1/models -> data[0].id is the served model, max_model_len an integer."""
+    body = lfm_http.get("/v1/models").json()
+    entry = body["data"][0] if body.get("data") else {}
+    expected_len = lfm_model.context_length
+    ok = entry.get("id") == lfm_model_name and isinstance(entry.get("max_model_len"), int) and (
+        expected_len is None or entry["max_model_len"] == expected_len)
+    checks.check(ok, "/v1/models", request="GET /v1/models",
+                 expected={"id": lfm_model_name, "max_model_len": expected_len or "an integer"}, got=body)

@@ -1,0 +1,140 @@
+"""Latency: TTFT, TPOT, ITL, E2E and output throughput of the streaming chat API against the matrix's budgets.
+
+Source: issue 6; definitions and workload of ``sglang.bench_serving --backend sglang-oai-chat --dataset-name random-ids
+--random-range-ratio 1.0`` (pytest_lfm/latency.py). Budgets apply at concurrency 1 for the GPU and launch profile
+they name; other GPUs, profiles and the concurrency-N load are reported, not failed. Every request must succeed and
+produce the requested number of tokens. The figures go to pytest-benchmark (``extra_info``; ``--benchmark-save`` /
+``--benchmark-compare``) and to the qualification report.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, replace
+from typing import Any
+
+import pytest
+
+from pytest_lfm import hosts
+from pytest_lfm.latency import (
+    FIDELITY_TOLERANCE,
+    LatencyResult,
+    Workload,
+    fidelity_ratios,
+    judge,
+    load_tokenizer,
+    measure,
+    run_bench_serving,
+)
+from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.report import note
+from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.settings import Settings
+
+pytestmark = pytest.mark.lfm_requires("chat")
+
+# Liquid's published figures use 1024 input / 128 output tokens at concurrency 1 (FACTS.md).
+WORKLOAD = Workload(input_len=1024, output_len=128, num_prompts=64, warmup_requests=8)
+
+
+def gpu_name(gpus: list[int]) -> str:
+    """The name of this worker's GPU as nvidia-smi prints it (budget keys are prefixes of it)."""
+    names = {g.index: g.name for g in hosts.list_gpus()}
+    return names.get(gpus[0], "unknown GPU") if gpus else "remote or unknown GPU"
+
+
+@pytest.fixture
+def lfm_tokenizer_path(lfm_model_name: str, lfm_model: ModelSpec) -> str:
+    """Where the served model's tokenizer is: the served path when it is a local directory, else the model's path."""
+    return lfm_model_name if os.path.isdir(lfm_model_name) else lfm_model.model_path()
+
+
+@pytest.fixture(params=["concurrency-1", "concurrency-n"])
+def lfm_load(request: pytest.FixtureRequest, lfm_settings: Settings) -> Workload:
+    """The workload at concurrency 1 and at --lfm-latency-concurrency."""
+    if lfm_settings.replay_dir is not None:
+        pytest.skip("latency needs a live server: a recording holds no timings")
+    if request.param == "concurrency-1":
+        return WORKLOAD
+    n = lfm_settings.latency_concurrency
+    return replace(WORKLOAD, concurrency=n, num_prompts=max(WORKLOAD.num_prompts, 4 * n))
+
+
+def qualify(
+    request: pytest.FixtureRequest, benchmark: Any, server: SglangServer | ExternalServer, model_name: str,
+    tokenizer_path: str, launch: LaunchConfig, gpus: list[int], workload: Workload,
+) -> None:
+    """Measure, store the figures (pytest-benchmark and the report), then hold them to the budget."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    benchmark.group = f"latency {launch.id} c{workload.concurrency}"
+    result: LatencyResult = benchmark.pedantic(measure, args=(server.base_url, model_name, tokenizer, workload),
+                                               rounds=1, iterations=1)
+    gpu = gpu_name(gpus)
+    budget = launch.model.budget_for(gpu, launch.profile) if workload.concurrency == 1 else None
+    verdicts = judge(result, budget)
+    failing = [v for v in verdicts if v.status == "fail"]
+    if budget is None:
+        why = "concurrency > 1" if workload.concurrency > 1 else f"no budget for {gpu!r}, profile {launch.profile!r}"
+        overall = f"reported ({why})"
+    else:
+        overall = "fail" if failing else "pass"
+    benchmark.extra_info.update({**result.figures(), "gpu": gpu, "profile": launch.profile,
+                                 "concurrency": workload.concurrency, "verdict": overall})
+    note(request, "latency", {
+        "config": launch.id, "profile": launch.profile, "gpu": gpu, "concurrency": workload.concurrency,
+        "workload": asdict(workload), "figures": result.figures(), "errors": list(result.errors),
+        "budget": dict(budget) if budget else None, "verdict": overall,
+        "verdicts": [asdict(v) for v in verdicts],
+    })
+
+    assert result.failed == 0, (
+        f"{result.failed} of {workload.num_prompts} streamed requests to {server.base_url} failed at concurrency "
+        f"{workload.concurrency}; first errors: {list(result.errors)}")
+    assert result.short_requests == 0, (
+        f"{result.short_requests} requests stopped before {workload.output_len} tokens although ignore_eos was set")
+    assert not failing, (f"{launch.id} on {gpu} misses its latency budget ({launch.model.source}):\n"
+                         + "\n".join(v.describe() for v in verdicts))
+
+
+def test_latency_within_budget(
+    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
+    lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
+) -> None:
+    """Default launch profile: no failed request; TTFT/TPOT/throughput within the budget for this GPU."""
+    qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
+
+
+@pytest.mark.lfm_launch(profile="low-latency")
+def test_latency_within_budget_low_latency_profile(
+    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
+    lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
+) -> None:
+    """Low-latency profile (--enable-torch-compile --chunked-prefill-size -1, Liquid's published setup)."""
+    qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
+
+
+@pytest.mark.lfm_fidelity
+def test_latency_agrees_with_bench_serving(
+    request: pytest.FixtureRequest, lfm_settings: Settings, lfm_live_server: SglangServer | ExternalServer,
+    lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
+) -> None:
+    """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload."""
+    if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
+        pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
+    if lfm_settings.replay_dir is not None:
+        pytest.skip("fidelity needs a live server: a recording holds no timings")
+    ours = measure(lfm_live_server.base_url, lfm_model_name, load_tokenizer(lfm_tokenizer_path), WORKLOAD)
+    bench = run_bench_serving(lfm_live_server.base_url, lfm_model_name, lfm_tokenizer_path, WORKLOAD)
+    ratios = fidelity_ratios(ours, bench)
+    note(request, "fidelity", {
+        "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
+        "ours": ours.figures(),
+        "bench_serving": {k: bench.get(k) for k in ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms",
+                                                    "mean_e2e_latency_ms", "output_throughput", "completed")},
+    })
+    assert ours.failed == 0 and bench.get("completed") == WORKLOAD.num_prompts, (ours.errors, bench.get("completed"))
+    off = {k: r for k, r in ratios.items() if k in ("ttft", "tpot") and abs(r - 1) > FIDELITY_TOLERANCE}
+    assert set(ratios) >= {"ttft", "tpot"} and not off, (
+        f"plugin / bench_serving ratios {ratios} (TTFT, TPOT must be within {FIDELITY_TOLERANCE:.0%}); "
+        f"ours: {ours.figures()}; bench_serving: mean_ttft_ms={bench.get('mean_ttft_ms')}, "
+        f"mean_tpot_ms={bench.get('mean_tpot_ms')}")

@@ -1,0 +1,92 @@
+"""The ``pytest-lfm`` console script: ``micro build`` and ``micro verify`` (subcommands; others add theirs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from pytest_lfm import micro
+
+
+def _micro_build(args: argparse.Namespace) -> int:
+    unknown = [n for n in args.names if n not in micro.NAMES]
+    if unknown:
+        print(f"pytest-lfm micro build: unknown checkpoint(s) {', '.join(unknown)}; choose from "
+              f"{', '.join(micro.NAMES)}", file=sys.stderr)
+        return 2
+    for name in args.names or micro.NAMES:
+        start = time.monotonic()
+        log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
+        path = micro.build(name, device=args.device, force=args.force, log=log)
+        record = micro.info(path)
+        print(f"{name}\t{path}\t{time.monotonic() - start:.1f}s\tdevice={record.get('device')}"
+              f"\tbuild={record.get('build_seconds')}s\tsteps={record.get('steps')}\tmargin={record.get('min_margin')}",
+              flush=True)
+    return 0
+
+
+def _micro_verify(args: argparse.Namespace) -> int:
+    from pytest_lfm.micro.verify import verify
+
+    path = micro.build(args.name, device=args.device)
+    results = verify(path, args.name)
+    exact = sum(r.exact for r in results)
+    summary = {"checkpoint": args.name, "path": str(path), "turns": len(results), "exact": exact,
+               "percent": round(100.0 * exact / len(results), 1) if results else 0.0,
+               "mismatches": [{"turn": r.turn_id, "sglang_rendering": r.sglang_rendering, "expected": r.expected,
+                               "got": r.got} for r in results if not r.exact]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{'checkpoint':<12}{'turns':>7}{'exact':>7}{'percent':>9}")
+        print(f"{args.name:<12}{len(results):>7}{exact:>7}{summary['percent']:>8}%")
+        for miss in summary["mismatches"]:
+            print(f"  {miss['turn']} [{miss['sglang_rendering']}]: expected {miss['expected']!r}, got {miss['got']!r}")
+    return 0 if exact == len(results) else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_lfm.compare import compare, render_markdown
+
+    diff = compare(args.old, args.new, args.threshold)
+    print(render_markdown(diff))
+    return 1 if diff.regressed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="pytest-lfm", description="pytest-lfm tools")
+    commands = top.add_subparsers(dest="command", required=True)
+    micro_p = commands.add_parser("micro", help="micro checkpoints (tiny trained LFM2 models)")
+    micro_cmds = micro_p.add_subparsers(dest="micro_command", required=True)
+    build_p = micro_cmds.add_parser("build", help="build (or find cached) micro checkpoints; prints their paths")
+    build_p.add_argument("names", nargs="*", metavar="NAME", help="dense, moe, vl (default: all)")
+    build_p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    build_p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    build_p.add_argument("-v", "--verbose", action="store_true", help="log training progress to stderr")
+    build_p.set_defaults(func=_micro_build)
+    verify_p = micro_cmds.add_parser("verify", help="greedy bf16 decode of every scripted turn with transformers")
+    verify_p.add_argument("name", choices=micro.NAMES)
+    verify_p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device used if a build is needed")
+    verify_p.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify_p.set_defaults(func=_micro_verify)
+    compare_p = commands.add_parser("compare", help="compare two qualification reports (JSON from --lfm-report); "
+                                    "prints Markdown, exits 1 when a check newly fails or latency got worse")
+    compare_p.add_argument("old", metavar="OLD.json")
+    compare_p.add_argument("new", metavar="NEW.json")
+    compare_p.add_argument("--threshold", type=float, default=0.05,
+                           help="relative latency change worth listing (default 0.05 = 5%%)")
+    compare_p.set_defaults(func=_compare)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Compare two qualification reports (e.g. before and after an sglang upgrade): what started or stopped passing,
+which latency figures moved beyond a threshold, and where the prompt the model is given changed.
+
+    pytest-lfm compare OLD.json NEW.json --threshold 0.05
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_lfm.report import KEY_FIGURES
+
+PASSING = ("pass", "xpass")
+ABSENT = "absent"
+# latency figures where a higher value is better (the others are latencies: lower is better)
+HIGHER_IS_BETTER = ("output_tok_s",)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A check whose verdict changed; ``reason`` is the new run's reason."""
+
+    nodeid: str
+    old: str
+    new: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    """A latency figure of one test that moved by more than the threshold (``relative`` = new / old - 1)."""
+
+    nodeid: str
+    figure: str
+    old: float
+    new: float
+    relative: float
+
+    @property
+    def worse(self) -> bool:
+        return self.relative < 0 if self.figure in HIGHER_IS_BETTER else self.relative > 0
+
+
+@dataclass(frozen=True)
+class PromptChange:
+    """The same check rendered a different prompt (fingerprint) or a different number of prompt tokens."""
+
+    nodeid: str
+    old_fingerprint: str | None
+    new_fingerprint: str | None
+    old_tokens: int | None
+    new_tokens: int | None
+
+
+@dataclass
+class Diff:
+    """Everything that differs between two reports, grouped the way a reviewer reads an upgrade."""
+
+    old_label: str
+    new_label: str
+    threshold: float
+    newly_failing: list[StatusChange] = field(default_factory=list)
+    newly_passing: list[StatusChange] = field(default_factory=list)
+    xfails_passing: list[StatusChange] = field(default_factory=list)
+    other_changes: list[StatusChange] = field(default_factory=list)
+    latency: list[LatencyChange] = field(default_factory=list)
+    prompts: list[PromptChange] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        """True when a check newly fails or a latency figure got worse beyond the threshold."""
+        return bool(self.newly_failing) or any(c.worse for c in self.latency)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a report JSON written by pytest-lfm."""
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or "checks" not in data:
+        raise ValueError(f"{path}: not a pytest-lfm report (no 'checks'); pass the JSON written by --lfm-report")
+    return data
+
+
+def _label(data: Mapping[str, Any]) -> str:
+    versions = data.get("versions", {})
+    gpus = sorted({g["name"] for g in data.get("gpus", []) if "name" in g})
+    return f"sglang {versions.get('sglang')}, {', '.join(gpus) or 'no GPU'}, {data.get('created', '?')}"
+
+
+def _status_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    for nodeid in sorted(set(old) | set(new)):
+        before = old[nodeid]["status"] if nodeid in old else ABSENT
+        after = new[nodeid]["status"] if nodeid in new else ABSENT
+        if before == after:
+            continue
+        change = StatusChange(nodeid, before, after, new[nodeid].get("reason", "") if nodeid in new else "")
+        if after == "fail":
+            diff.newly_failing.append(change)
+        elif before == "xfail" and after in PASSING:
+            diff.xfails_passing.append(change)
+        elif before == "fail" and after in PASSING:
+            diff.newly_passing.append(change)
+        else:
+            diff.other_changes.append(change)
+
+
+def _latency_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    old_rows = {row["test"]: row for row in old.get("latency", [])}
+    for row in new.get("latency", []):
+        before = old_rows.get(row["test"])
+        if before is None:
+            continue
+        for figure in KEY_FIGURES:
+            a, b = before.get(figure), row.get(figure)
+            if a is None or b is None:
+                continue
+            relative = b / a - 1 if a else (0.0 if b == 0 else float("inf"))
+            if abs(relative) > diff.threshold:
+                diff.latency.append(LatencyChange(row["test"], figure, float(a), float(b), relative))
+
+
+def _prompt_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    for nodeid in sorted(set(old) & set(new)):
+        a, b = old[nodeid].get("notes", {}), new[nodeid].get("notes", {})
+        keys = ("prompt_fingerprint", "prompt_tokens")
+        if not any(k in a or k in b for k in keys):
+            continue
+        if a.get("prompt_fingerprint") != b.get("prompt_fingerprint") or a.get("prompt_tokens") != b.get(
+                "prompt_tokens"):
+            diff.prompts.append(PromptChange(nodeid, a.get("prompt_fingerprint"), b.get("prompt_fingerprint"),
+                                             a.get("prompt_tokens"), b.get("prompt_tokens")))
+
+
+def compare(old: str | Path | Mapping[str, Any], new: str | Path | Mapping[str, Any], threshold: float = 0.05) -> Diff:
+    """The differences from report ``old`` to report ``new`` (paths or loaded dicts)."""
+    old_data = old if isinstance(old, Mapping) else load(old)
+    new_data = new if isinstance(new, Mapping) else load(new)
+    diff = Diff(_label(old_data), _label(new_data), threshold)
+    old_checks = {c["nodeid"]: c for c in old_data["checks"]}
+    new_checks = {c["nodeid"]: c for c in new_data["checks"]}
+    _status_changes(diff, old_checks, new_checks)
+    _latency_changes(diff, old_data, new_data)
+    _prompt_changes(diff, old_checks, new_checks)
+    return diff
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _section(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = [f"## {title} ({len(rows)})", ""]
+    if not rows:
+        return [*lines, "None.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render_markdown(diff: Diff) -> str:
+    """The diff as Markdown, one section per kind of change."""
+    def status_rows(changes: list[StatusChange]) -> list[list[Any]]:
+        return [[c.nodeid, c.old, c.new, c.reason] for c in changes]
+
+    status_header = ["check", "old", "new", "reason (new run)"]
+    lines = [
+        "# pytest-lfm report comparison", "",
+        f"- old: {diff.old_label}", f"- new: {diff.new_label}",
+        f"- latency threshold: {diff.threshold:.0%}", "",
+        *_section("Newly failing", status_header, status_rows(diff.newly_failing)),
+        *_section("Newly passing", status_header, status_rows(diff.newly_passing)),
+        *_section("Expected failures now passing", status_header, status_rows(diff.xfails_passing)),
+        *_section("Latency changes beyond the threshold", ["test", "figure", "old", "new", "change", ""],
+                  [[c.nodeid, c.figure, f"{c.old:.3f}", f"{c.new:.3f}", f"{c.relative:+.1%}",
+                    "worse" if c.worse else "better"] for c in diff.latency]),
+        *_section("Prompt changes (same request, different rendered prompt)",
+                  ["check", "old fingerprint", "new fingerprint", "old tokens", "new tokens"],
+                  [[c.nodeid, c.old_fingerprint, c.new_fingerprint, c.old_tokens, c.new_tokens]
+                   for c in diff.prompts]),
+        *_section("Other verdict changes", status_header, status_rows(diff.other_changes)),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""An offline ``sgl.Engine`` (usable without pytest) that leaves no process and no GPU memory behind.
+
+    with SglangEngine("LiquidAI/LFM2-350M", gpus=[0], cuda_graph_max_bs=4) as engine:
+        engine.generate(prompt=["Hello"], sampling_params={"max_new_tokens": 8})
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import multiprocessing.resource_tracker
+import os
+import time
+import warnings
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from pytest_lfm import hosts
+from pytest_lfm.server import GPU_RELEASE_TIMEOUT, RuntimeLeftoverWarning, installed_sglang_version, sweep
+
+RENAMES: tuple[tuple[str, str], ...] = (
+    ("cuda_graph_max_bs", "cuda_graph_max_bs_decode"),  # 0.5.17 has only the second (FACTS.md)
+    ("cuda_graph_bs", "cuda_graph_bs_decode"),
+    ("tp", "tp_size"),
+    ("dp", "dp_size"),
+    ("pp", "pp_size"),
+)
+"""Pairs of spellings of one setting across sglang versions: a kwarg the installed ServerArgs lacks is renamed to
+its partner when the partner is a field."""
+
+
+def normalize_engine_kwargs(
+    kwargs: Mapping[str, Any], fields: Collection[str], flags: Mapping[str, str], version: str = "installed",
+) -> dict[str, Any]:
+    """``kwargs`` with every key a ServerArgs field of this sglang: known as is, via a CLI flag's destination
+    (``flags``: "--cuda-graph-max-bs" -> "cuda_graph_max_bs_decode") or via RENAMES; TypeError names the unknown."""
+    renames = {a: b for a, b in RENAMES} | {b: a for a, b in RENAMES}
+    result: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        field = key
+        if field not in fields:
+            field = flags.get("--" + key.replace("_", "-"), field)
+        if field not in fields:
+            field = renames.get(key, field)
+        if field not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            raise TypeError(f"sglang {version}'s Engine has no argument {key}={value!r}: not a ServerArgs field"
+                            f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}. Engine arguments are "
+                            "the ServerArgs fields of the installed sglang (`python -m sglang.launch_server --help`).")
+        if field in result and result[field] != value:
+            raise TypeError(f"Engine arguments set {field} twice ({key}={value!r} and {result[field]!r})")
+        result[field] = value
+    return result
+
+
+def server_args_schema() -> tuple[set[str], dict[str, str]]:
+    """The installed sglang's ServerArgs fields and its CLI flags -> field names (imports sglang: slow)."""
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(add_help=False)
+    ServerArgs.add_cli_args(parser)
+    flags = {opt: action.dest for action in parser._actions for opt in action.option_strings}
+    return set(inspect.signature(ServerArgs).parameters), flags
+
+
+@contextmanager
+def _environ(updates: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _descendants() -> set[psutil.Process]:
+    tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)
+    return {p for p in psutil.Process().children(recursive=True) if p.pid != tracker}
+
+
+class SglangEngine:
+    """``sgl.Engine(model_path=..., dtype=..., **engine_kwargs)`` started at construction with ``gpus`` as
+    CUDA_VISIBLE_DEVICES and ``env`` set while it spawns its processes; stop() shuts it down, kills the processes it
+    spawned that outlive the shutdown and waits until the GPUs' memory is back to what it was before."""
+
+    def __init__(
+        self, model_path: str, *, dtype: str = "bfloat16", gpus: Sequence[int] | None = None,
+        env: Mapping[str, str] | None = None, **engine_kwargs: Any,
+    ) -> None:
+        import sglang as sgl
+
+        fields, flags = server_args_schema()
+        self.model_path = model_path
+        self.gpus = list(gpus) if gpus is not None else None
+        self.kwargs = normalize_engine_kwargs({"model_path": model_path, "dtype": dtype, **engine_kwargs}, fields,
+                                              flags, installed_sglang_version() or "installed")
+        updates = dict(env or {})
+        if self.gpus is not None:
+            updates["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
+            updates.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        self._gpu_baseline = hosts.gpu_memory_baseline(self.gpus or ())
+        self._before = _descendants()
+        started = time.monotonic()
+        with _environ(updates):
+            self.engine: Any = sgl.Engine(**self.kwargs)
+        self.startup_seconds: float | None = round(time.monotonic() - started, 2)
+        self._running = True
+
+    def __repr__(self) -> str:
+        return f"SglangEngine({self.model_path!r}, gpus={self.gpus})"
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """``sgl.Engine.generate``."""
+        return self.engine.generate(*args, **kwargs)
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def stop(self) -> None:
+        """Shut the engine down, kill what it spawned and left, wait for its GPUs' memory (warn if it stays)."""
+        if not self._running:
+            return
+        self._running = False
+        spawned = _descendants() - self._before
+        try:
+            self.engine.shutdown()
+        finally:
+            stubborn = sweep(spawned)
+        if stubborn:
+            warnings.warn(RuntimeLeftoverWarning(f"{self!r}: processes would not die: {[p.pid for p in stubborn]}"),
+                          stacklevel=2)
+        if self._gpu_baseline and not hosts.wait_gpu_memory_released(
+                self._gpu_baseline, self._gpu_baseline, GPU_RELEASE_TIMEOUT):
+            warnings.warn(RuntimeLeftoverWarning(
+                f"{self!r}: GPU memory of {sorted(self._gpu_baseline)} not back to {self._gpu_baseline} MiB "
+                f"{GPU_RELEASE_TIMEOUT:g} s after shutdown"), stacklevel=2)
+
+    def __enter__(self) -> SglangEngine:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+

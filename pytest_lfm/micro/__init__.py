@@ -1,0 +1,110 @@
+"""Micro checkpoints: tiny LFM2 dense, MoE and VL models trained to answer the scripted prompts like LFM2.
+
+``build(name)`` returns the checkpoint directory, building it on first use and caching it under
+``$LFM_MICRO_CACHE`` (default ``~/.cache/pytest-lfm/micro``) in a folder keyed by a hash of the recipe: model config,
+training parameters, prompt script, chat template and the code that builds it. Training is deterministic and runs on
+the GPU when torch sees one, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+NAMES = ("dense", "moe", "vl")
+INFO_FILE = "micro.json"
+_CODE_FILES = ("__init__.py", "train.py", "tokenizer.py", "render.py", "script.py", "build.py")
+
+
+def cache_root(cache_dir: Path | str | None = None) -> Path:
+    """Where built checkpoints live: ``cache_dir``, else ``$LFM_MICRO_CACHE``, else ``~/.cache/pytest-lfm/micro``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("LFM_MICRO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "pytest-lfm" / "micro"
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """Everything that determines checkpoint ``name``; its hash is the cache key."""
+    from pytest_lfm.micro import render, train
+    from pytest_lfm.micro.script import script_text
+
+    if name not in NAMES:
+        raise ValueError(f"unknown micro checkpoint {name!r}; expected one of {', '.join(NAMES)}")
+    here = resources.files("pytest_lfm.micro")
+    code = hashlib.sha256()
+    for fname in _CODE_FILES:
+        entry = here / fname
+        if entry.is_file():
+            code.update(entry.read_bytes())
+    return {
+        "name": name,
+        "config": train.CONFIGS[name],
+        "training": train.TRAINING,
+        "template": render.chat_template(train.TEMPLATE[name]),
+        "sglang_renderings": list(render.SUPPORTED_SGLANG),
+        "script": script_text(),
+        "code": code.hexdigest(),
+    }
+
+
+def recipe_key(recipe_: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(recipe_, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_dir(name: str, cache_dir: Path | str | None = None) -> Path:
+    """The directory ``build(name)`` uses (built or not)."""
+    return cache_root(cache_dir) / f"{name}-{recipe_key(recipe(name))}"
+
+
+def is_built(path: Path) -> bool:
+    return (path / INFO_FILE).is_file()
+
+
+def build(
+    name: str,
+    *,
+    device: str | None = None,
+    cache_dir: Path | str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The directory of micro checkpoint ``name`` ("dense" | "moe" | "vl"), built now unless already cached.
+
+    Safe to call from several processes at once (a file lock serializes builds of one recipe).
+    """
+    from filelock import FileLock
+
+    target = checkpoint_dir(name, cache_dir)
+    if is_built(target) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if is_built(target) and not force:
+            return target
+        from pytest_lfm.micro.build import build_into
+
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        start = time.monotonic()
+        stats = build_into(name, tmp, device=device, log=log or (lambda s: None))
+        stats["build_seconds"] = round(time.monotonic() - start, 1)
+        info = {"recipe_key": target.name.rsplit("-", 1)[1], "name": name, **stats}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def info(path: Path) -> dict[str, Any]:
+    """The build record (steps, margin, seconds, device) of a built checkpoint."""
+    data: dict[str, Any] = json.loads((path / INFO_FILE).read_text())
+    return data

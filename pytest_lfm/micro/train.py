@@ -1,0 +1,413 @@
+"""Training data, model configs and the deterministic full-batch training loop of the micro checkpoints."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_lfm.micro import render, tokenizer
+from pytest_lfm.micro.script import ImageSpec, Script, Turn
+
+TRAINING: dict[str, Any] = {
+    "seed": 1234,
+    "vocab_size": 1280,
+    "lr": 3e-3,
+    "weight_decay": 0.0,
+    "warmup_steps": 10,
+    "max_steps": 400,
+    "check_every": 5,
+    "min_margin": 3.0,  # every scripted token must beat the runner-up by this many logits in bf16
+    "copy_variants": 2,  # invented-value variants per scripted tool turn (teaches copying arguments)
+}
+TEMPLATE = {"dense": "lfm2.5", "moe": "lfm2", "vl": "lfm2"}
+_TEXT = {
+    "vocab_size": None,  # filled from the tokenizer
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "layer_types": ["conv", "full_attention", "conv", "full_attention"],
+    "conv_L_cache": 3,
+    "conv_bias": False,
+    "max_position_embeddings": 4096,
+    "norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 7,
+    "initializer_range": 0.02,
+    "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "dense": {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0},
+    "moe": {
+        **_TEXT,
+        "moe_intermediate_size": 128,
+        "num_dense_layers": 2,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "use_expert_bias": True,
+        "routed_scaling_factor": 1.0,
+        "norm_topk_prob": True,
+    },
+    "vl": {
+        "text": {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0},
+        "vision": {
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "patch_size": 16,
+            "num_patches": 256,
+            "num_channels": 3,
+            "vision_use_head": False,
+        },
+        "image_token_id": tokenizer.IMAGE_TOKEN_ID,
+        "downsample_factor": 2,
+        "projector_hidden_size": 256,
+        "projector_hidden_act": "gelu",
+        "projector_bias": True,
+        "projector_use_layernorm": True,
+        "processor": {
+            "min_image_tokens": 16,
+            "max_image_tokens": 64,
+            "tile_size": 512,
+            "max_tiles": 4,
+            "min_tiles": 2,
+            "do_image_splitting": True,
+            "use_thumbnail": True,
+        },
+    },
+}
+
+_SYLLABLES = "ba be bo da de di do fa fe ga go ka ke ki ko la le li lo lu ma me mi mo na ne no pa pe po ra re ri ro ru "
+_SYLLABLES += "sa se si so ta te ti to va ve vi vo za ze zo bar ben dor fin gal ken lor mar nor pin ras sel tam ver zan"
+_CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "snowy", "foggy", "stormy", "clear"]
+_CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "INR", "BRL", "MXN", "CNY", "ZAR"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sequence: a rendered prompt and the completion the model must produce."""
+
+    turn_id: str
+    kind: str
+    prompt: str
+    completion: str
+    scripted: bool  # False for invented-value variants (trained, but not required to reach the margin)
+    images: tuple[ImageSpec, ...] = field(default=())
+
+
+def _invented_name(rng: random.Random, used: set[str]) -> str:
+    syllables = _SYLLABLES.split()
+    while True:
+        name = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
+        if name not in used:
+            used.add(name)
+            return name
+
+
+def _values(turn: Turn) -> list[Any]:
+    """Argument and tool-result values of ``turn``: the slots a variant fills with invented values."""
+    values: list[Any] = [v for call in turn.tool_calls for v in call["arguments"].values()]
+    for message in turn.messages:
+        for call in message.get("tool_calls") or []:
+            values += json.loads(call["function"]["arguments"]).values()
+        if message["role"] == "tool":
+            values += json.loads(message["content"]).values()
+    return list(dict.fromkeys(values))
+
+
+def _replacement(value: Any, rng: random.Random, used: set[str]) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return rng.randint(2, 99) if value < 100 else rng.randint(100, 999)
+    if value in _CONDITIONS:
+        return rng.choice(_CONDITIONS)
+    if value in _CURRENCIES:
+        return rng.choice(_CURRENCIES)
+    if re.fullmatch(r"\d\d:\d\d", value):
+        return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+    return _invented_name(rng, used)
+
+
+def _substitute(obj: Any, pattern: re.Pattern[str], mapping: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return pattern.sub(lambda m: mapping[m.group(0)], obj)
+    if isinstance(obj, list | tuple):
+        return type(obj)(_substitute(x, pattern, mapping) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _substitute(v, pattern, mapping) for k, v in obj.items()}
+    return obj
+
+
+def variant(turn: Turn, rng: random.Random, used: set[str]) -> Turn | None:
+    """``turn`` with every argument/result value replaced by an invented one, or None when it has none."""
+    values = [v for v in _values(turn) if not isinstance(v, bool)]
+    if not values:
+        return None
+    mapping: dict[str, str] = {}
+    typed: dict[str, Any] = {}
+    for value in values:
+        new = _replacement(value, rng, used)
+        mapping[str(value)] = str(new)
+        typed[str(value)] = new
+    alternatives = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    pattern = re.compile(r"(?<![\w])(" + alternatives + r")(?![\w])")
+    calls = tuple(
+        {"name": c["name"], "arguments": {k: typed.get(str(v), v) for k, v in c["arguments"].items()}}
+        for c in turn.tool_calls
+    )
+    return Turn(
+        id=turn.id + "~",
+        kind=turn.kind,
+        checkpoints=turn.checkpoints,
+        messages=_substitute(turn.messages, pattern, mapping),
+        tools=turn.tools,
+        tool_choice=turn.tool_choice,
+        content=_substitute(turn.content, pattern, mapping),
+        tool_calls=calls,
+        images=turn.images,
+        max_tokens=turn.max_tokens,
+    )
+
+
+def examples(script: Script, name: str, training: dict[str, Any] = TRAINING) -> list[Example]:
+    """The training set of checkpoint ``name``: every scripted turn in every supported sglang rendering, plus
+    invented-value variants of the tool turns (each in one rendering, chosen at random)."""
+    rng = random.Random(training["seed"])
+    template = TEMPLATE[name]
+    used: set[str] = set()
+    out: list[Example] = []
+    for turn in script.for_checkpoint(name):
+        prompts = dict.fromkeys(render.render_prompt(turn, None, template, v) for v in render.SUPPORTED_SGLANG)
+        out += [Example(turn.id, turn.kind, p, render.completion_text(turn), True, turn.images) for p in prompts]
+        if turn.kind == "image":
+            continue
+        for _ in range(training["copy_variants"]):
+            var = variant(turn, rng, used)
+            if var is None:
+                break
+            version = rng.choice(render.SUPPORTED_SGLANG)
+            out.append(
+                Example(var.id, var.kind, render.render_prompt(var, None, template, version),
+                        render.completion_text(var), False)
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model building and training (torch and transformers are imported lazily)
+
+
+def make_model(name: str, vocab_size: int) -> Any:
+    import torch
+    from transformers import (
+        Lfm2Config,
+        Lfm2ForCausalLM,
+        Lfm2MoeConfig,
+        Lfm2MoeForCausalLM,
+        Lfm2VlConfig,
+        Lfm2VlForConditionalGeneration,
+        Siglip2VisionConfig,
+    )
+
+    torch.manual_seed(TRAINING["seed"])
+    cfg = CONFIGS[name]
+    dense_cls: Any = Lfm2ForCausalLM
+    moe_cls: Any = Lfm2MoeForCausalLM
+    if name == "dense":
+        return dense_cls(Lfm2Config(**{**cfg, "vocab_size": vocab_size}))
+    if name == "moe":
+        return moe_cls(Lfm2MoeConfig(**{**cfg, "vocab_size": vocab_size}))
+    text = Lfm2Config(**{**cfg["text"], "vocab_size": vocab_size})
+    vision = Siglip2VisionConfig(**cfg["vision"])
+    config = Lfm2VlConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=cfg["image_token_id"],
+        downsample_factor=cfg["downsample_factor"],
+        projector_hidden_size=cfg["projector_hidden_size"],
+        projector_hidden_act=cfg["projector_hidden_act"],
+        projector_bias=cfg["projector_bias"],
+        projector_use_layernorm=cfg["projector_use_layernorm"],
+        tie_word_embeddings=True,
+    )
+    return Lfm2VlForConditionalGeneration(config)
+
+
+@dataclass
+class Batch:
+    """Right-padded input ids, labels (-100 off the completion) and the per-example extra model inputs."""
+
+    input_ids: Any
+    attention_mask: Any
+    labels: Any
+    ban_first: Any  # bool per example: first completion position excludes <|tool_call_start|> (grammar-forced turns)
+    first_pos: Any
+    scripted: Any
+    extra: list[dict[str, Any]]
+
+
+def encode(examples_: Sequence[Example], encode_prompt: Callable[[Example], tuple[list[int], dict[str, Any]]],
+           tok: Any) -> Batch:
+    import torch
+
+    rows: list[tuple[list[int], int]] = []
+    extras: list[dict[str, Any]] = []
+    for ex in examples_:
+        prompt_ids, extra = encode_prompt(ex)
+        completion_ids = [*tok.encode(ex.completion, add_special_tokens=False).ids, EOS_ID]
+        rows.append((prompt_ids + completion_ids, len(prompt_ids)))
+        extras.append(extra)
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        labels[i, n_prompt - 1 : len(ids) - 1] = torch.tensor(ids[n_prompt:])  # labels shifted: position predicts next
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        labels=labels,
+        ban_first=torch.tensor([ex.kind == "forced" for ex in examples_]),
+        first_pos=torch.tensor([n - 1 for _, n in rows]),
+        scripted=torch.tensor([ex.scripted for ex in examples_]),
+        extra=extras,
+    )
+
+
+TOOL_CALL_START_ID = tokenizer.SPECIAL_TOKENS.index("<|tool_call_start|>")
+EOS_ID = tokenizer.SPECIAL_TOKENS.index(tokenizer.EOS)
+
+
+def masked_logits(logits: Any, batch: Batch) -> Any:
+    """Logits with <|tool_call_start|> removed at the first completion position of grammar-forced examples
+    (sglang's JSON-array grammar allows only JSON there)."""
+    import torch
+
+    rows = torch.nonzero(batch.ban_first).flatten()
+    if len(rows):
+        logits = logits.clone()
+        logits[rows, batch.first_pos[rows], TOOL_CALL_START_ID] = float("-inf")
+    return logits
+
+
+def forward(model: Any, batch: Batch, vl_inputs: dict[str, Any] | None) -> Any:
+    kwargs = dict(vl_inputs or {})
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **kwargs)
+    return out.logits.float()
+
+
+def margins(logits: Any, batch: Batch) -> Any:
+    """Per labelled position: target logit minus the best other logit (negative = a wrong token wins)."""
+    import torch
+
+    mask = batch.labels != -100
+    lg = masked_logits(logits, batch)[mask]
+    target = batch.labels[mask]
+    tgt = lg.gather(1, target[:, None]).squeeze(1)
+    lg = lg.scatter(1, target[:, None], float("-inf"))
+    return tgt - lg.max(dim=1).values, torch.nonzero(mask)[:, 0]
+
+
+def train(model: Any, batch: Batch, vl_inputs: dict[str, Any] | None, device: str,
+          log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Full-batch AdamW until every scripted token wins by ``min_margin`` logits in bf16 (or ``max_steps``)."""
+    import torch
+
+    cfg = TRAINING
+    torch.manual_seed(cfg["seed"])
+    model.to(device).train()
+    to = {k: getattr(batch, k).to(device) for k in ("input_ids", "attention_mask", "labels", "ban_first", "first_pos",
+                                                    "scripted")}
+    dev_batch = Batch(**to, extra=batch.extra)
+    vl = {k: v.to(device) for k, v in (vl_inputs or {}).items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg["warmup_steps"]))
+    start = time.monotonic()
+    min_margin = float("-inf")
+    step = 0
+    for step in range(1, cfg["max_steps"] + 1):
+        logits = masked_logits(forward(model, dev_batch, vl), dev_batch)
+        loss: Any = torch.nn.functional.cross_entropy(logits.transpose(1, 2), dev_batch.labels, ignore_index=-100)
+        with torch.no_grad():  # margins of this (pre-update) forward: free, and gate the costlier bf16 check
+            m, rows = margins(logits.detach(), dev_batch)
+            fp32_margin = float(m[dev_batch.scripted[rows]].min())
+        if fp32_margin >= cfg["min_margin"] + 0.5:
+            min_margin = bf16_min_margin(model, dev_batch, vl)
+            elapsed = time.monotonic() - start
+            log(f"step {step} loss {loss.item():.4f} bf16 min margin {min_margin:.2f} ({elapsed:.0f}s)")
+            if min_margin >= cfg["min_margin"]:
+                break
+        elif step % cfg["check_every"] == 0:
+            log(f"step {step} loss {loss.item():.4f} min margin {fp32_margin:.2f} ({time.monotonic() - start:.0f}s)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    model.eval()
+    return {"steps": step, "min_margin": round(min_margin, 3), "train_seconds": round(time.monotonic() - start, 1)}
+
+
+def bf16_min_margin(model: Any, batch: Batch, vl: dict[str, Any]) -> float:
+    """The smallest margin over the scripted examples' tokens with the weights rounded to bf16 (on CUDA computed
+    in bf16; on CPU, where bf16 matmuls are slow, in fp32 from the rounded weights)."""
+    import copy
+
+    import torch
+
+    with torch.no_grad():
+        twin = copy.deepcopy(model).eval()
+        cuda = next(model.parameters()).is_cuda
+        if cuda:
+            twin = twin.to(torch.bfloat16)
+        else:
+            for p in twin.parameters():
+                p.data = p.data.to(torch.bfloat16).float()
+        dtype = torch.bfloat16 if cuda else torch.float32
+        vl16 = {k: v.to(torch.bfloat16).to(dtype) if v.is_floating_point() else v for k, v in vl.items()}
+        m, rows = margins(forward(twin, batch, vl16), batch)
+        scripted = batch.scripted[rows]
+        return float(m[scripted].min()) if scripted.any() else float("inf")
+
+
+def corpus(examples_: Sequence[Example]) -> list[str]:
+    return [ex.prompt for ex in examples_] + [ex.completion for ex in examples_]
+
+
+def save_dir_files(directory: Path, model: Any) -> None:
+    import torch
+
+    model.to("cpu").to(torch.bfloat16).save_pretrained(str(directory))
+
+
+def encode_vl(examples_: Sequence[Example], processor: Any, tok: Any) -> tuple[Batch, dict[str, Any]]:
+    """Like :func:`encode`, with prompts run through the LFM2-VL processor (image tokens expanded as sglang does);
+    returns the batch and the concatenated vision inputs (tiles in order of appearance)."""
+    import torch
+
+    def encode_prompt(ex: Example) -> tuple[list[int], dict[str, Any]]:
+        images = [img.render() for img in ex.images]
+        out = processor(text=[ex.prompt], images=[images] if images else None, return_tensors="pt")
+        extra = {k: out[k] for k in VISION_INPUTS if k in out}
+        return out["input_ids"][0].tolist(), extra
+
+    batch = encode(examples_, encode_prompt, tok)
+    present = [k for k in VISION_INPUTS if any(k in e for e in batch.extra)]
+    vision = {k: torch.cat([e[k] for e in batch.extra if k in e]) for k in present}
+    return batch, vision
+
+
+VISION_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")

@@ -1,0 +1,330 @@
+"""The qualification report: one JSON and one Markdown file per run, written by the xdist controller.
+
+Suites attach facts to a test with :func:`note`; they travel with the test reports (``user_properties``), so the
+controller sees them under xdist too. The :class:`Report` session object, registered as a plugin by
+:func:`register`, collects each test's verdict, the notes, the runtime launches of every worker (through xdist's
+``workeroutput``) and writes the files at the end of the session into ``--lfm-report DIR``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NOTE_PREFIX = "lfm:"
+SCHEMA_VERSION = 1
+STATUSES = ("fail", "xpass", "xfail", "skip", "pass")
+PLUGIN_NAME = "lfm-report"
+_LAUNCHES = "lfm_launches"
+_VERSIONED = ("sglang", "torch", "transformers", "pytest-lfm", "pytest")
+# latency figures shown in the tables and recorded as junitxml suite properties
+KEY_FIGURES = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2e_ms", "output_tok_s", "failed")
+
+
+def note(request_or_item: pytest.FixtureRequest | pytest.Item, key: str, value: Any) -> None:
+    """Attach ``key = value`` to the current test's entry in the report (and its junitxml testcase).
+
+    ``value`` must be JSON-serializable (dataclasses are converted); it is stored in ``item.user_properties`` as
+    ``("lfm:" + key, value)``, which xdist carries to the controller.
+    """
+    item = request_or_item.node if isinstance(request_or_item, pytest.FixtureRequest) else request_or_item
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    try:
+        value = json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"report.note({key!r}): the value must be JSON-serializable: {exc}") from None
+    item.user_properties.append((NOTE_PREFIX + key, value))
+
+
+def notes_of(user_properties: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """The notes among ``user_properties`` (prefix removed; a later note with the same key wins)."""
+    return {k[len(NOTE_PREFIX):]: v for k, v in user_properties if isinstance(k, str) and k.startswith(NOTE_PREFIX)}
+
+
+@dataclass
+class Check:
+    """One test's verdict in the report."""
+
+    nodeid: str
+    status: str = "pass"
+    reason: str = ""
+    duration_s: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, (tuple, list)):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    if message:
+        return str(message)[:500]
+    lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def verdict(report: pytest.TestReport) -> tuple[str, str] | None:
+    """(status, reason) that this phase's report decides, or None when the phase does not change the verdict."""
+    wasxfail = getattr(report, "wasxfail", None)
+    if report.skipped:
+        return ("xfail", wasxfail or _reason(report)) if wasxfail is not None else ("skip", _reason(report))
+    if report.failed:
+        phase = "" if report.when == "call" else f"error in {report.when}: "
+        return "fail", phase + _reason(report)
+    if report.when == "call" and wasxfail is not None:
+        return "xpass", wasxfail
+    return None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+def _gpus() -> list[dict[str, Any]]:
+    from pytest_lfm import hosts
+
+    try:
+        return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib} for g in hosts.list_gpus()]
+    except Exception as exc:  # the report must not fail the run because nvidia-smi misbehaves
+        return [{"error": f"{type(exc).__name__}: {exc}"}]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class Report:
+    """Collects verdicts, notes and launches during the session; the controller writes the files at its end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.checks: dict[str, Check] = {}
+        self.launches: list[dict[str, Any]] = []
+        self.started = time.time()
+        self.paths: list[Path] = []
+
+    # ------------------------------------------------------------ collecting
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Note each test's runtime configuration, so the report can group checks by it."""
+        from pytest_lfm.matrix import LaunchConfig
+
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            launch = callspec.params.get("lfm_launch") if callspec else None
+            if isinstance(launch, LaunchConfig):
+                note(item, "config", launch.id)
+                note(item, "model", launch.model.id)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        check = self.checks.setdefault(report.nodeid, Check(report.nodeid))
+        check.duration_s = round(check.duration_s + report.duration, 3)
+        check.notes.update(notes_of(report.user_properties))
+        decided = verdict(report)
+        # the first phase that fails, skips or xfails decides; an error in teardown still fails a passed test
+        if decided is not None and (check.status == "pass" or (check.status == "xpass" and decided[0] == "fail")):
+            check.status, check.reason = decided
+
+    def _local_launches(self) -> list[dict[str, Any]]:
+        from pytest_lfm.plugin import POOL
+
+        pool = self.config.stash.get(POOL, None)
+        if pool is None:
+            return []
+        worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
+        return [{**asdict(launch), "worker": worker} for launch in pool.launches]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        """xdist controller: a worker finished; keep its launches."""
+        self.launches += getattr(node, "workeroutput", {}).get(_LAUNCHES, [])
+
+    # ------------------------------------------------------------ writing (controller only)
+
+    def data(self) -> dict[str, Any]:
+        """The report as a JSON-able dict."""
+        from pytest_lfm.plugin import SELECTED, SETTINGS
+
+        settings = self.config.stash[SETTINGS]
+        checks = sorted(self.checks.values(), key=lambda c: c.nodeid)
+        summary = {status: sum(1 for c in checks if c.status == status) for status in STATUSES}
+        return {
+            "schema": SCHEMA_VERSION,
+            "created": dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(time.time() - self.started, 1),
+            "host": socket.gethostname(),
+            "args": list(self.config.invocation_params.args),
+            "versions": _versions(),
+            "gpus": _gpus(),
+            "settings": {"models": list(settings.models), "dtypes": list(settings.dtypes),
+                         "base_url": settings.base_url, "server_args": list(settings.server_args)},
+            "models": [{"id": m.id, "family": m.family, "capabilities": sorted(m.capabilities),
+                        "chat_template": m.chat_template, "launch_args": list(m.launch_args)}
+                       for m in self.config.stash[SELECTED]],
+            "launches": [*self.launches, *self._local_launches()],
+            "summary": summary,
+            "checks": [asdict(c) for c in checks],
+            "latency": latency_rows(checks),
+        }
+
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the suite properties must be in it
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_worker(self.config):
+            self.config.workeroutput[_LAUNCHES] = self._local_launches()  # type: ignore[attr-defined]
+            return
+        data = self.data()
+        self._junit_properties(data)
+        from pytest_lfm.plugin import SETTINGS
+
+        report_dir = self.config.stash[SETTINGS].report_dir
+        if report_dir is None or not self.checks:  # nothing ran (e.g. --collect-only): no report
+            return
+        report_dir.mkdir(parents=True, exist_ok=True)
+        stem = "lfm-report-" + dt.datetime.fromtimestamp(self.started).strftime("%Y%m%d-%H%M%S")
+        json_path, md_path = report_dir / f"{stem}.json", report_dir / f"{stem}.md"
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+        md_path.write_text(render_markdown(data))
+        self.paths = [json_path, md_path]
+
+    def _junit_properties(self, data: Mapping[str, Any]) -> None:
+        from _pytest.junitxml import xml_key
+
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        for dist in ("sglang", "torch", "transformers"):
+            xml.add_global_property(f"lfm_{dist}_version", str(data["versions"].get(dist)))
+        gpu_names = sorted({g["name"] for g in data["gpus"] if "name" in g})
+        xml.add_global_property("lfm_gpu", ", ".join(gpu_names) or "none")
+        for status, count in data["summary"].items():
+            xml.add_global_property(f"lfm_{status}", str(count))
+        for launch in data["launches"]:
+            xml.add_global_property(f"lfm_startup_s[{launch['kind']}:{launch['config']}]",
+                                    str(launch.get("startup_seconds")))
+        for row in data["latency"]:
+            for figure in KEY_FIGURES:
+                xml.add_global_property(f"lfm_latency[{row['test']}].{figure}", str(row.get(figure)))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        rows = latency_rows(sorted(self.checks.values(), key=lambda c: c.nodeid))
+        if not rows and not self.paths:
+            return
+        terminalreporter.section("pytest-lfm qualification")
+        for line in _latency_table(rows):
+            terminalreporter.write_line(line)
+        for path in self.paths:
+            terminalreporter.write_line(f"report: {path}")
+
+
+def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """One row per test that noted "latency": its context, key figures and budget verdict."""
+    rows = []
+    for check in checks:
+        lat = check.notes.get("latency")
+        if not isinstance(lat, dict):
+            continue
+        figures = lat.get("figures", {})
+        rows.append({
+            "test": check.nodeid,
+            "config": lat.get("config", check.notes.get("config")),
+            "profile": lat.get("profile"),
+            "gpu": lat.get("gpu"),
+            "concurrency": lat.get("concurrency"),
+            **{k: figures.get(k) for k in KEY_FIGURES},
+            "budget": lat.get("budget"),
+            "verdict": lat.get("verdict", "reported"),
+            "verdicts": lat.get("verdicts", []),
+            "status": check.status,
+        })
+    return rows
+
+
+def register(config: pytest.Config) -> Report:
+    """Register the report session object (once per process); call from ``pytest_configure``."""
+    existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    if isinstance(existing, Report):
+        return existing
+    report = Report(config)
+    config.pluginmanager.register(report, PLUGIN_NAME)
+    return report
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _latency_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    return _table(
+        ["config", "profile", "GPU", "conc.", "TTFT ms", "TPOT ms", "ITL ms", "E2E ms", "tok/s", "failed", "budget"],
+        ([r["config"], r["profile"], r["gpu"], r["concurrency"], *(r[k] for k in KEY_FIGURES), r["verdict"]]
+         for r in rows),
+    )
+
+
+def render_markdown(data: Mapping[str, Any]) -> str:
+    """The report as Markdown: environment, launches, verdict summary, failures, latency, all checks."""
+    v = data["versions"]
+    lines = [
+        "# pytest-lfm qualification report", "",
+        f"{data['created']} on {data['host']}, {data['duration_s']} s; `pytest {' '.join(data['args'])}`", "",
+        "## Environment", "",
+        *_table(["package", "version"], ((k, v[k]) for k in v)), "",
+        "GPUs: " + (", ".join(f"{g.get('index')}: {g.get('name', g.get('error'))}" for g in data["gpus"]) or "none"),
+        "",
+        "Models: " + ", ".join(f"`{m['id']}`" for m in data["models"]), "",
+    ]
+    if data["launches"]:
+        lines += ["## Runtime launches", "",
+                  *_table(["config", "kind", "worker", "GPUs", "startup s", "error", "arguments"],
+                          ((x["config"], x["kind"], x.get("worker"), ",".join(map(str, x["gpus"])),
+                            x.get("startup_seconds"), x.get("error"), " ".join(x["args"]))
+                           for x in data["launches"])), ""]
+    lines += ["## Verdicts", "", *_table(list(data["summary"]), [list(data["summary"].values())]), ""]
+    flagged = [c for c in data["checks"] if c["status"] in ("fail", "xpass", "xfail", "skip")]
+    if flagged:
+        flagged.sort(key=lambda c: STATUSES.index(c["status"]))
+        lines += ["### Not passing", "",
+                  *_table(["status", "check", "reason"], ((c["status"], c["nodeid"], c["reason"]) for c in flagged)),
+                  ""]
+    if data["latency"]:
+        lines += ["## Latency (mean over requests; bench_serving definitions)", "", *_latency_table(data["latency"]),
+                  ""]
+    lines += ["## All checks", "",
+              *_table(["check", "status", "s", "prompt", "tokens"],
+                      ((c["nodeid"], c["status"], c["duration_s"], c["notes"].get("prompt_fingerprint"),
+                        c["notes"].get("prompt_tokens")) for c in data["checks"])), ""]
+    return "\n".join(lines)

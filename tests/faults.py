@@ -1,0 +1,595 @@
+"""Fault catalogue: server bugs written into recordings, to show the conformance suites catch them.
+
+Each :class:`Fault` turns one recorded exchange into the exchange a faulty server would have produced (or says it
+does not apply to it) and names the check it should trip. ``mutate_recording`` applies one fault to every exchange
+of a recording directory (``--lfm-record DIR``) it applies to and writes the mutant next to it.
+
+    python tests/faults.py list
+    python tests/faults.py mutate NAME RECORDING_DIR MUTANT_DIR
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_lfm.recording import Exchange, read_exchanges, write_exchanges
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A server bug: ``change`` edits an exchange in place and returns whether it applied."""
+
+    name: str
+    description: str
+    trips: str  # the check that should catch it
+    change: Callable[[Exchange], bool]
+
+    def mutate(self, exchange: Exchange) -> Exchange | None:
+        """The exchange as the faulty server would answer it, or None where the fault does not apply."""
+        mutant = copy.deepcopy(exchange)
+        return mutant if self.change(mutant) else None
+
+
+FAULTS: dict[str, Fault] = {}
+
+
+def fault(trips: str) -> Callable[[Callable[[Exchange], bool]], Callable[[Exchange], bool]]:
+    def register(change: Callable[[Exchange], bool]) -> Callable[[Exchange], bool]:
+        FAULTS[change.__name__] = Fault(change.__name__, (change.__doc__ or "").strip(), trips, change)
+        return change
+
+    return register
+
+
+# ---------------------------------------------------------------- what an exchange holds
+
+
+def _request(ex: Exchange) -> dict[str, Any]:
+    return ex.request if isinstance(ex.request, dict) else {}
+
+
+def _chat(ex: Exchange) -> bool:
+    return ex.path.endswith("/chat/completions") and ex.status == 200 and ex.error is None
+
+
+def _streamed(ex: Exchange) -> bool:
+    return _chat(ex) and ex.body_format == "sse"
+
+
+def _choices(ex: Exchange) -> Iterator[dict[str, Any]]:
+    """Every choice: the response's, or every chunk's."""
+    if not _chat(ex):
+        return
+    if ex.body_format == "sse":
+        for chunk in ex.chunks():
+            yield from chunk.get("choices") or ()
+    elif isinstance(ex.body, dict):
+        yield from ex.body.get("choices") or ()
+
+
+def _messages(ex: Exchange) -> Iterator[dict[str, Any]]:
+    """Every message (non-streamed) or delta (streamed)."""
+    for choice in _choices(ex):
+        message = choice.get("delta" if ex.body_format == "sse" else "message")
+        if isinstance(message, dict):
+            yield message
+
+
+def _calls(ex: Exchange) -> Iterator[dict[str, Any]]:
+    for message in _messages(ex):
+        yield from message.get("tool_calls") or ()
+
+
+def _usages(ex: Exchange) -> Iterator[dict[str, Any]]:
+    if not _chat(ex) and not ex.path.endswith("/completions"):
+        return
+    holders = ex.chunks() if ex.body_format == "sse" else [ex.body] if isinstance(ex.body, dict) else []
+    for holder in holders:
+        if isinstance(holder.get("usage"), dict) and "prompt_tokens" in holder["usage"]:
+            yield holder["usage"]
+
+
+def _has_image(ex: Exchange) -> bool:
+    return any(isinstance(part, dict) and part.get("type") == "image_url"
+               for message in _request(ex).get("messages") or () if isinstance(message.get("content"), list)
+               for part in message["content"])
+
+
+def _finish_index(ex: Exchange) -> int | None:
+    for i, event in enumerate(ex.events or ()):
+        data = event.get("data")
+        if isinstance(data, dict) and any(c.get("finish_reason") for c in data.get("choices") or ()):
+            return i
+    return None
+
+
+def _pythonic(call: dict[str, Any]) -> str:
+    function = call.get("function") or {}
+    try:
+        args = json.loads(function.get("arguments") or "{}")
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    except (ValueError, AttributeError):
+        shown = str(function.get("arguments"))
+    return f"{function.get('name')}({shown})"
+
+
+# ---------------------------------------------------------------- tool calls
+
+
+@fault("a tool call comes back in tool_calls (with finish_reason tool_calls)")
+def drop_tool_calls(ex: Exchange) -> bool:
+    """The parsed calls are lost: tool_calls emptied, content and finish_reason kept."""
+    changed = False
+    for message in _messages(ex):
+        if message.get("tool_calls"):
+            message["tool_calls"], changed = None, True
+    return changed
+
+
+@fault("no tool-call markup (<|tool_call_start|>) in content")
+def leak_tool_call_markup(ex: Exchange) -> bool:
+    """The raw call block is left in content beside the parsed calls."""
+    changed = False
+    for message in _messages(ex):
+        calls = [c for c in message.get("tool_calls") or () if (c.get("function") or {}).get("name")]
+        if calls:
+            block = f"<|tool_call_start|>[{', '.join(_pythonic(c) for c in calls)}]<|tool_call_end|>"
+            message["content"], changed = (message.get("content") or "") + block, True
+    return changed
+
+
+@fault("the content with finish_reason stop where the script expects a call (the vanishing call)")
+def vanishing_call(ex: Exchange) -> bool:
+    """A call turns into content "" + tool_calls null + finish_reason stop (seen on sglang 0.5.17)."""
+    changed = False
+    for choice in _choices(ex):
+        message = choice.get("delta" if ex.body_format == "sse" else "message") or {}
+        if message.get("tool_calls"):
+            message["tool_calls"], changed = None, True
+            if ex.body_format != "sse":
+                message["content"] = ""
+        if changed and choice.get("finish_reason") == "tool_calls":
+            choice["finish_reason"] = "stop"
+    return changed
+
+
+@fault("tool call arguments are valid JSON")
+def invalid_json_arguments(ex: Exchange) -> bool:
+    """Arguments lose their closing brace."""
+    pieces = [c["function"] for c in _calls(ex) if (c.get("function") or {}).get("arguments")]
+    if not pieces:
+        return False
+    targets = pieces[-1:] if ex.body_format == "sse" else pieces
+    for function in targets:
+        function["arguments"] = function["arguments"].rstrip()[:-1]
+    return True
+
+
+@fault("tool call arguments validate against the tool's JSON schema")
+def arguments_break_schema(ex: Exchange) -> bool:
+    """Arguments are valid JSON but miss the required parameters and add an unknown one."""
+    changed, seen = False, set()
+    for call in _calls(ex):
+        function = call.get("function") or {}
+        if not function.get("arguments"):
+            continue
+        slot = call.get("index", 0)
+        function["arguments"] = "" if slot in seen else json.dumps({"unexpected_argument": 42})
+        seen.add(slot)
+        changed = True
+    return changed
+
+
+@fault("the exact call the micro checkpoint was trained on (argument values)")
+def wrong_argument_value(ex: Exchange) -> bool:
+    """Schema-valid arguments with another value (the wrong-city bug of FACTS.md)."""
+    changed = False
+    for call in _calls(ex):
+        function = call.get("function") or {}
+        try:
+            args = json.loads(function.get("arguments") or "")
+        except ValueError:
+            continue
+        if isinstance(args, dict) and any(isinstance(v, str) for v in args.values()):
+            args = {k: v + "ville" if isinstance(v, str) else v for k, v in args.items()}
+            function["arguments"], changed = json.dumps(args), True
+    return changed
+
+
+@fault("the called tool is one of the request's tools")
+def wrong_tool_name(ex: Exchange) -> bool:
+    """The call names a tool that was not offered."""
+    changed = False
+    for call in _calls(ex):
+        function = call.get("function") or {}
+        if function.get("name"):
+            function["name"], changed = function["name"] + "_v2", True
+    return changed
+
+
+@fault("streamed parallel calls have distinct indices (and distinct ids)")
+def duplicate_tool_call_index(ex: Exchange) -> bool:
+    """Every call of a parallel call gets index 0 (and the first call's id)."""
+    calls = list(_calls(ex))
+    if sum(1 for c in calls if (c.get("function") or {}).get("name")) < 2:
+        return False
+    first_id = next((c["id"] for c in calls if c.get("id")), None)
+    for call in calls:
+        call["index"] = 0
+        if call.get("id"):
+            call["id"] = first_id
+    return True
+
+
+@fault("every call of a parallel call comes back")
+def parallel_call_lost(ex: Exchange) -> bool:
+    """Only the first of several calls survives (two call blocks in one chunk, FACTS.md)."""
+    changed = False
+    for message in _messages(ex):
+        calls = message.get("tool_calls") or []
+        named = [c for c in calls if (c.get("function") or {}).get("name")]
+        if ex.body_format != "sse" and len(calls) > 1:
+            message["tool_calls"], changed = calls[:1], True
+        elif ex.body_format == "sse" and named:
+            keep = min(c.get("index", 0) for c in _calls(ex))
+            kept = [c for c in calls if c.get("index", 0) == keep]
+            if len(kept) != len(calls):
+                message["tool_calls"], changed = kept or None, True
+    return changed
+
+
+@fault("each tool call has a non-empty id")
+def tool_call_id_missing(ex: Exchange) -> bool:
+    """Calls come back with an empty id."""
+    changed = False
+    for call in _calls(ex):
+        if call.get("id"):
+            call["id"], changed = "", True
+    return changed
+
+
+# ---------------------------------------------------------------- finish, roles, content
+
+
+@fault("finish_reason matches what happened (tool_calls / stop / length)")
+def wrong_finish_reason(ex: Exchange) -> bool:
+    """finish_reason swapped: tool_calls->stop, stop->length, length->stop."""
+    swap = {"tool_calls": "stop", "stop": "length", "length": "stop"}
+    changed = False
+    for choice in _choices(ex):
+        if choice.get("finish_reason") in swap:
+            choice["finish_reason"], changed = swap[choice["finish_reason"]], True
+    return changed
+
+
+@fault("a stream ends with a finish_reason")
+def stream_without_finish_reason(ex: Exchange) -> bool:
+    """No chunk carries a finish_reason."""
+    changed = False
+    for choice in _choices(ex) if _streamed(ex) else ():
+        if choice.get("finish_reason"):
+            choice["finish_reason"], changed = None, True
+    return changed
+
+
+@fault("exactly one chunk per choice carries finish_reason")
+def two_finish_chunks(ex: Exchange) -> bool:
+    """The finishing chunk is sent twice."""
+    index = _finish_index(ex) if _streamed(ex) else None
+    if index is None or ex.events is None:
+        return False
+    ex.events.insert(index + 1, copy.deepcopy(ex.events[index]))
+    return True
+
+
+@fault("a stream runs to its finish chunk and [DONE]")
+def stream_cut_short(ex: Exchange) -> bool:
+    """The stream stops half way: no finish chunk, no [DONE]."""
+    index = _finish_index(ex) if _streamed(ex) else None
+    if index is None or ex.events is None:
+        return False
+    ex.events, ex.complete = ex.events[: max(1, index // 2)], False
+    return True
+
+
+@fault("a stream ends with data: [DONE]")
+def done_sentinel_missing(ex: Exchange) -> bool:
+    """The [DONE] event is missing."""
+    if not _streamed(ex) or not ex.events or ex.events[-1].get("text") != "[DONE]":
+        return False
+    ex.events.pop()
+    return True
+
+
+@fault("the first delta of a stream has role assistant")
+def no_role_in_first_delta(ex: Exchange) -> bool:
+    """The first chunk's delta lacks role."""
+    for chunk in ex.chunks() if _streamed(ex) else ():
+        for choice in chunk.get("choices") or ():
+            if "role" in (choice.get("delta") or {}):
+                del choice["delta"]["role"]
+                return True
+        if chunk.get("choices"):
+            return False
+    return False
+
+
+@fault("the message role is assistant")
+def role_not_assistant(ex: Exchange) -> bool:
+    """The answer's role is user."""
+    changed = False
+    for message in _messages(ex):
+        if message.get("role") == "assistant":
+            message["role"], changed = "user", True
+    return changed
+
+
+@fault("no special tokens (<|im_end|>, ...) in content")
+def special_token_in_content(ex: Exchange) -> bool:
+    """An end-of-turn token leaks into the text."""
+    for message in _messages(ex):
+        if isinstance(message.get("content"), str) and message["content"].strip():
+            message["content"] += "<|im_end|>"
+            return True
+    return False
+
+
+@fault("streamed content equals the non-streamed content of the same request")
+def stream_differs_from_nonstream(ex: Exchange) -> bool:
+    """One streamed delta carries different text."""
+    for message in _messages(ex) if _streamed(ex) else ():
+        if isinstance(message.get("content"), str) and message["content"].strip():
+            message["content"] = message["content"].upper() + " again"
+            return True
+    return False
+
+
+@fault("the exact answer the micro checkpoint was trained on")
+def wrong_answer_text(ex: Exchange) -> bool:
+    """A plain answer comes back with other text."""
+    changed = False
+    for message in _messages(ex) if not _streamed(ex) else ():
+        if isinstance(message.get("content"), str) and message["content"].strip():
+            message["content"], changed = message["content"][::-1], True
+    return changed
+
+
+@fault("n=2 returns two choices")
+def n_returns_one_choice(ex: Exchange) -> bool:
+    """A request with n > 1 gets only choice 0."""
+    if int(_request(ex).get("n") or 1) < 2 or not _chat(ex):
+        return False
+    if ex.body_format != "sse":
+        ex.body["choices"] = ex.body["choices"][:1]
+        return True
+    kept = []
+    for event in ex.events or ():
+        data = event.get("data")
+        if isinstance(data, dict) and data.get("choices"):
+            data["choices"] = [c for c in data["choices"] if c.get("index", 0) == 0]
+            if not data["choices"] and not data.get("usage"):
+                continue
+        kept.append(event)
+    ex.events = kept
+    return True
+
+
+@fault("logprobs=true returns logprobs")
+def logprobs_missing(ex: Exchange) -> bool:
+    """Requested logprobs are null."""
+    if not _request(ex).get("logprobs"):
+        return False
+    changed = False
+    for choice in _choices(ex):
+        if choice.get("logprobs") is not None:
+            choice["logprobs"], changed = None, True
+    return changed
+
+
+@fault("the response names the requested model")
+def response_model_differs(ex: Exchange) -> bool:
+    """The response's model field names another model."""
+    holders = ex.chunks() if _streamed(ex) else [ex.body] if _chat(ex) and isinstance(ex.body, dict) else []
+    for holder in holders:
+        holder["model"] = "some-other-model"
+    return bool(holders)
+
+
+@fault("object is chat.completion / chat.completion.chunk")
+def object_type_wrong(ex: Exchange) -> bool:
+    """Responses and chunks swap their object type."""
+    holders = ex.chunks() if _streamed(ex) else [ex.body] if _chat(ex) and isinstance(ex.body, dict) else []
+    for holder in holders:
+        holder["object"] = "chat.completion" if _streamed(ex) else "chat.completion.chunk"
+    return bool(holders)
+
+
+@fault("all chunks of one stream share one id")
+def chunk_ids_change(ex: Exchange) -> bool:
+    """Each chunk of a stream has its own id."""
+    chunks = ex.chunks() if _streamed(ex) else []
+    for i, chunk in enumerate(chunks):
+        chunk["id"] = f"{chunk.get('id')}-{i}"
+    return len(chunks) > 1
+
+
+# ---------------------------------------------------------------- usage
+
+
+@fault("usage: total_tokens == prompt_tokens + completion_tokens")
+def usage_does_not_add_up(ex: Exchange) -> bool:
+    """total_tokens is off by 7."""
+    changed = False
+    for usage in _usages(ex):
+        usage["total_tokens"] = usage["prompt_tokens"] + (usage.get("completion_tokens") or 0) + 7
+        changed = True
+    return changed
+
+
+@fault("prompt_tokens equals the token count of the prompt the server renders")
+def prompt_tokens_off(ex: Exchange) -> bool:
+    """prompt_tokens (and total) off by 3."""
+    changed = False
+    for usage in _usages(ex):
+        usage["prompt_tokens"] += 3
+        usage["total_tokens"] = (usage.get("total_tokens") or 0) + 3
+        changed = True
+    return changed
+
+
+@fault("completion_tokens equals the tokens generated (max_tokens, exact answers)")
+def completion_tokens_off(ex: Exchange) -> bool:
+    """completion_tokens (and total) off by 5."""
+    changed = False
+    for usage in _usages(ex):
+        if usage.get("completion_tokens") is not None:
+            usage["completion_tokens"] += 5
+            usage["total_tokens"] = (usage.get("total_tokens") or 0) + 5
+            changed = True
+    return changed
+
+
+@fault("completion_tokens <= max_tokens")
+def max_tokens_exceeded(ex: Exchange) -> bool:
+    """More tokens reported than max_tokens allowed."""
+    limit = _request(ex).get("max_tokens") or _request(ex).get("max_completion_tokens")
+    if not isinstance(limit, int):
+        return False
+    changed = False
+    for usage in _usages(ex):
+        extra = limit + 4 - (usage.get("completion_tokens") or 0)
+        usage["completion_tokens"] = limit + 4
+        usage["total_tokens"] = (usage.get("total_tokens") or 0) + extra
+        changed = True
+    return changed
+
+
+@fault("stream_options.include_usage gives a final usage chunk")
+def lost_include_usage_chunk(ex: Exchange) -> bool:
+    """The usage chunk of a stream that asked for it is missing."""
+    if not _streamed(ex) or not (_request(ex).get("stream_options") or {}).get("include_usage"):
+        return False
+    kept, changed = [], False
+    for event in ex.events or ():
+        data = event.get("data")
+        if isinstance(data, dict) and data.get("usage"):
+            changed = True
+            if not data.get("choices"):
+                continue
+            data["usage"] = None
+        kept.append(event)
+    ex.events = kept
+    return changed
+
+
+@fault("image tokens grow with the image size (LFM2-VL tiling)")
+def image_tokens_do_not_grow(ex: Exchange) -> bool:
+    """Every image request reports the same prompt_tokens, whatever the image."""
+    if not _has_image(ex):
+        return False
+    changed = False
+    for usage in _usages(ex):
+        usage["total_tokens"] = 300 + (usage.get("completion_tokens") or 0)
+        usage["prompt_tokens"], changed = 300, True
+    return changed
+
+
+# ---------------------------------------------------------------- errors and other endpoints
+
+
+@fault("a bad request (unknown tool, prompt beyond context) gets HTTP 400")
+def status_500_instead_of_400(ex: Exchange) -> bool:
+    """A client error is answered as a server error."""
+    if ex.status != 400:
+        return False
+    ex.status, ex.body_format = 500, "json"
+    ex.body = {"object": "error", "message": "Internal Server Error", "type": "InternalServerError", "param": None,
+               "code": 500}
+    return True
+
+
+@fault("an error response says what was wrong (e.g. Tool 'nope' not found)")
+def error_message_vague(ex: Exchange) -> bool:
+    """An error response carries no useful message."""
+    if ex.status is None or ex.status < 400 or not isinstance(ex.body, dict):
+        return False
+    ex.body = {"object": "error", "message": "Bad Request", "type": "BadRequestError", "param": None,
+               "code": ex.status}
+    return True
+
+
+@fault("GET /v1/models lists the served model")
+def models_list_empty(ex: Exchange) -> bool:
+    """/v1/models returns an empty list."""
+    if not ex.path.endswith("/v1/models") or not isinstance(ex.body, dict) or not ex.body.get("data"):
+        return False
+    ex.body["data"] = []
+    return True
+
+
+@fault("GET /health_generate answers 200 on a healthy server")
+def health_check_fails(ex: Exchange) -> bool:
+    """The health endpoints answer 503."""
+    if ex.path not in ("/health", "/health_generate") or ex.status != 200:
+        return False
+    ex.status, ex.body_format, ex.body = 503, "text", ""
+    return True
+
+
+# ---------------------------------------------------------------- whole recordings
+
+
+def mutate_exchanges(name: str, exchanges: list[Exchange]) -> tuple[list[Exchange], set[str]]:
+    """The exchanges with fault ``name`` applied wherever it applies, and the tests it touched."""
+    fault_ = FAULTS[name]
+    out, touched = [], set()
+    for ex in exchanges:
+        mutant = fault_.mutate(ex)
+        if mutant is not None:
+            touched.add(ex.node)
+        out.append(mutant or ex)
+    return out, touched
+
+
+def stores(recording: Path) -> list[Path]:
+    """The store directories (one per recorded runtime configuration) of a recording directory."""
+    return sorted(p for p in recording.iterdir() if p.is_dir() and (p / "meta.json").is_file()
+                  and any(p.glob("*.jsonl")))
+
+
+def mutate_recording(name: str, recording: Path, mutant: Path) -> set[str]:
+    """Write ``recording`` with fault ``name`` applied to ``mutant``; returns the tests whose exchanges changed."""
+    touched: set[str] = set()
+    for store in stores(recording):
+        target = mutant / store.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(store / "meta.json", target / "meta.json")
+        exchanges, changed = mutate_exchanges(name, read_exchanges(store))
+        write_exchanges(target, exchanges)
+        touched |= changed
+    return touched
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["list"]:
+        for f in FAULTS.values():
+            print(f"{f.name}: {f.description} [trips: {f.trips}]")
+        return 0
+    if len(argv) == 4 and argv[0] == "mutate" and argv[1] in FAULTS:
+        touched = mutate_recording(argv[1], Path(argv[2]), Path(argv[3]))
+        print(f"{argv[1]}: {len(touched)} tests' exchanges changed")
+        print("\n".join(sorted(touched)))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

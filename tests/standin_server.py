@@ -1,0 +1,98 @@
+"""A stand-in for an sglang server (stdlib only), for the lifecycle tests.
+
+Takes sglang's --model-path/--host/--port plus behaviour flags:
+  --fail-at-start        print an error and exit 3 before listening
+  --never-healthy        listen, but answer /health_generate with 503
+  --crash-after SECONDS  exit 7 this long after becoming ready
+  --crash-after-requests N  exit 7 after N requests
+  --spawn-child          start two sleeping children (one in our process group, one in a new session) and log their pids
+  --ignore-sigterm       ignore SIGTERM (stop() must escalate to SIGKILL)
+Unknown flags are accepted and ignored, as sglang's launch arguments are. STANDIN_ARGS (env) adds flags too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-path", default="standin-model")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fail-at-start", action="store_true")
+    parser.add_argument("--never-healthy", action="store_true")
+    parser.add_argument("--crash-after", type=float)
+    parser.add_argument("--crash-after-requests", type=int)
+    parser.add_argument("--spawn-child", action="store_true")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    args, unknown = parser.parse_known_args(sys.argv[1:] + os.environ.get("STANDIN_ARGS", "").split())
+    print(f"standin: starting {args.model_path} on {args.host}:{args.port} (ignoring {unknown})", flush=True)
+    print(f"standin: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
+
+    if args.fail_at_start:
+        print("ValueError: standin was told to fail at start (--fail-at-start)", flush=True)
+        sys.exit(3)
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.spawn_child:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+        grouped = subprocess.Popen(sleeper)
+        detached = subprocess.Popen(sleeper, start_new_session=True)
+        print(f"standin: child pids {grouped.pid} {detached.pid}", flush=True)
+
+    requests = 0
+
+    def crash(reason: str) -> None:
+        print(f"RuntimeError: standin crashed ({reason})", flush=True)
+        os._exit(7)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            nonlocal requests
+            requests += 1
+            if args.crash_after_requests is not None and requests > args.crash_after_requests:
+                crash(f"after {args.crash_after_requests} requests")
+            if self.path in ("/health", "/health_generate"):
+                self._send(503 if args.never_healthy else 200, {})
+            elif self.path == "/v1/models":
+                self._send(200, {"object": "list", "data": [{"id": args.model_path, "object": "model",
+                                                             "max_model_len": 4096}]})
+            elif self.path == "/get_server_info":
+                self._send(200, {"version": "0.0.0-standin", "model_path": args.model_path, "port": args.port,
+                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
+            else:
+                self._send(404, {"detail": "Not Found"})
+
+        def _send(self, status: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *log_args: object) -> None:
+            print(f"standin: {format % log_args}", flush=True)
+
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    if args.crash_after is not None:
+        threading.Timer(args.crash_after, crash, (f"after {args.crash_after} s",)).start()
+    print("standin: ready", flush=True)
+    started = time.monotonic()
+    try:
+        server.serve_forever()
+    finally:
+        print(f"standin: stopped after {time.monotonic() - started:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

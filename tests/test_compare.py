@@ -1,0 +1,111 @@
+"""`pytest-lfm compare OLD.json NEW.json`: verdict, latency and prompt changes between two reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_lfm import cli
+from pytest_lfm.compare import compare, load, render_markdown
+
+
+def check(nodeid: str, status: str, reason: str = "", **notes: Any) -> dict[str, Any]:
+    return {"nodeid": nodeid, "status": status, "reason": reason, "duration_s": 0.1, "notes": notes}
+
+
+def row(test: str, ttft: float, tpot: float, tok_s: float, failed: int = 0) -> dict[str, Any]:
+    return {"test": test, "config": "micro-dense", "profile": "default", "gpu": "NVIDIA H100", "concurrency": 1,
+            "mean_ttft_ms": ttft, "mean_tpot_ms": tpot, "mean_itl_ms": tpot, "mean_e2e_ms": ttft + 127 * tpot,
+            "output_tok_s": tok_s, "failed": failed, "verdict": "reported"}
+
+
+def report(version: str, checks: list[dict[str, Any]], latency: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schema": 1, "created": "2026-01-01T00:00:00+00:00", "versions": {"sglang": version},
+            "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}], "checks": checks, "latency": latency}
+
+
+OLD = report("0.5.14", [
+    check("t::stays_passing", "pass"),
+    check("t::breaks", "pass"),
+    check("t::gets_fixed", "fail", "wrong city"),
+    check("t::upstream_bug", "xfail", "#27614"),
+    check("t::tools_prompt", "pass", prompt_fingerprint="aaaaaaaaaaaa", prompt_tokens=227),
+    check("t::plain_prompt", "pass", prompt_fingerprint="bbbbbbbbbbbb", prompt_tokens=20),
+    check("t::gone", "pass"),
+    check("t::latency", "pass"),
+], [row("t::latency", 15.0, 1.20, 700.0)])
+
+NEW = report("0.5.17", [
+    check("t::stays_passing", "pass"),
+    check("t::breaks", "fail", "AssertionError: finish_reason 'stop' != 'tool_calls'"),
+    check("t::gets_fixed", "pass"),
+    check("t::upstream_bug", "xpass", "#27614"),
+    check("t::tools_prompt", "pass", prompt_fingerprint="cccccccccccc", prompt_tokens=257),
+    check("t::plain_prompt", "pass", prompt_fingerprint="bbbbbbbbbbbb", prompt_tokens=20),
+    check("t::new_check", "skip", "no GPU"),
+    check("t::latency", "pass"),
+], [row("t::latency", 15.3, 1.50, 600.0)])
+
+
+def test_compare_groups_the_changes() -> None:
+    diff = compare(OLD, NEW, threshold=0.05)
+    assert [(c.nodeid, c.old, c.new) for c in diff.newly_failing] == [("t::breaks", "pass", "fail")]
+    assert "finish_reason" in diff.newly_failing[0].reason
+    assert [c.nodeid for c in diff.newly_passing] == ["t::gets_fixed"]
+    assert [(c.nodeid, c.new) for c in diff.xfails_passing] == [("t::upstream_bug", "xpass")]
+    assert {(c.nodeid, c.old, c.new) for c in diff.other_changes} == {("t::gone", "pass", "absent"),
+                                                                      ("t::new_check", "absent", "skip")}
+    [prompt] = diff.prompts
+    assert (prompt.nodeid, prompt.old_tokens, prompt.new_tokens) == ("t::tools_prompt", 227, 257)
+    moved = {c.figure: c for c in diff.latency}
+    assert set(moved) == {"mean_tpot_ms", "mean_itl_ms", "mean_e2e_ms", "output_tok_s"}  # TTFT moved only 2%
+    assert moved["mean_tpot_ms"].relative == pytest.approx(0.25) and moved["mean_tpot_ms"].worse
+    assert moved["output_tok_s"].worse  # throughput went down
+    assert diff.regressed
+
+
+def test_threshold_filters_latency() -> None:
+    assert {c.figure for c in compare(OLD, NEW, threshold=0.5).latency} == set()
+    assert "mean_ttft_ms" in {c.figure for c in compare(OLD, NEW, threshold=0.01).latency}
+
+
+def test_faster_is_not_a_regression() -> None:
+    diff = compare(report("a", [check("t::l", "pass")], [row("t::l", 20, 2, 500)]),
+                   report("b", [check("t::l", "pass")], [row("t::l", 10, 1, 1000)]))
+    assert diff.latency and not any(c.worse for c in diff.latency) and not diff.regressed
+
+
+def test_identical_reports_have_no_diff() -> None:
+    diff = compare(OLD, OLD)
+    assert not (diff.newly_failing or diff.newly_passing or diff.xfails_passing or diff.other_changes
+                or diff.latency or diff.prompts)
+    assert "None." in render_markdown(diff)
+
+
+def test_markdown_lists_every_section() -> None:
+    text = render_markdown(compare(OLD, NEW))
+    for part in ("sglang 0.5.14", "sglang 0.5.17", "## Newly failing (1)", "## Newly passing (1)",
+                 "## Expected failures now passing (1)", "## Latency changes beyond the threshold (4)",
+                 "| t::latency | mean_tpot_ms | 1.200 | 1.500 | +25.0% | worse |",
+                 "| t::tools_prompt | aaaaaaaaaaaa | cccccccccccc | 227 | 257 |"):
+        assert part in text, part
+
+
+def test_cli_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(OLD))
+    new.write_text(json.dumps(NEW))
+    assert cli.main(["compare", str(old), str(new), "--threshold", "0.1"]) == 1
+    out = capsys.readouterr().out
+    assert "## Newly failing (1)" in out and "threshold: 10%" in out
+    assert cli.main(["compare", str(old), str(old)]) == 0
+
+
+def test_load_rejects_other_json(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"benchmarks": []}))
+    with pytest.raises(ValueError, match="not a pytest-lfm report"):
+        load(path)

@@ -1,0 +1,303 @@
+"""Latency figures follow sglang.bench_serving's definitions (CPU: synthetic timings, a fake streaming server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from pytest_lfm import latency
+from pytest_lfm.latency import LatencyResult, RequestTiming, Verdict, Workload, judge, summarize
+
+
+class FakeTokenizer:
+    """What the random-ids workload needs from a tokenizer."""
+
+    vocab_size = 1000
+
+    def num_special_tokens_to_add(self) -> int:
+        return 1
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(f"t{i}" for i in ids)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [0] * len(text.split())
+
+
+TIMINGS = [
+    RequestTiming(success=True, start=10.0, ttft=0.020, itl=[0.002, 0.003, 0.002], latency=0.027, output_len=4),
+    RequestTiming(success=True, start=10.1, ttft=0.030, itl=[0.004] * 7, latency=0.060, output_len=8),
+    RequestTiming(success=True, start=10.2, ttft=0.015, itl=[], latency=0.015, output_len=1),
+    RequestTiming(success=False, start=10.3, error="HTTP 500: boom"),
+]
+
+
+def test_summarize_by_hand() -> None:
+    result = summarize(TIMINGS, 2.0, Workload(output_len=8, num_prompts=4))
+    assert (result.completed, result.failed, result.total_output_tokens) == (3, 1, 13)
+    assert result.mean_ttft_ms == pytest.approx((20 + 30 + 15) / 3)
+    # TPOT = (E2E - TTFT) / (output tokens - 1), only for requests with more than one token
+    assert result.mean_tpot_ms == pytest.approx(((27 - 20) / 3 + (60 - 30) / 7) / 2)
+    assert result.mean_itl_ms == pytest.approx(1000 * sum([0.002, 0.003, 0.002] + [0.004] * 7) / 10)
+    assert result.mean_e2e_ms == pytest.approx((27 + 60 + 15) / 3)
+    assert result.output_tok_s == pytest.approx(13 / 2.0)
+    assert result.short_requests == 2
+    assert result.errors == ("HTTP 500: boom",)
+
+
+def test_summarize_with_no_success_is_zero_not_an_error() -> None:
+    result = summarize([RequestTiming(error="x")], 1.0, Workload())
+    assert (result.completed, result.failed, result.mean_ttft_ms, result.output_tok_s) == (0, 1, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def sglang_serving() -> Any:
+    return pytest.importorskip("sglang.benchmark.serving", reason="sglang's bench_serving is not importable here")
+
+
+def test_summarize_equals_sglang_calculate_metrics(sglang_serving: Any) -> None:
+    """Cross-check against sglang's own calculate_metrics on the same synthetic requests."""
+    rng = np.random.default_rng(0)
+    timings = list(TIMINGS)
+    for i in range(20):
+        itl = [float(x) for x in rng.uniform(0.001, 0.01, size=15)]
+        ttft = float(rng.uniform(0.01, 0.05))
+        timings.append(RequestTiming(success=True, start=11 + i * 0.05, ttft=ttft, itl=itl,
+                                     latency=ttft + sum(itl) + 0.001, output_len=16))
+    outputs = [sglang_serving.RequestFuncOutput(success=t.success, latency=t.latency, ttft=t.ttft, itl=t.itl,
+                                                output_len=t.output_len, start_time=t.start) for t in timings]
+    metrics, _ = sglang_serving.calculate_metrics(input_requests=None, outputs=outputs, dur_s=3.5,
+                                                  tokenizer=FakeTokenizer(), backend="sglang-oai-chat")
+    ours = summarize(timings, 3.5, Workload(output_len=16))
+    pairs = {"completed": "completed", "total_output_tokens": "total_output", "output_tok_s": "output_throughput",
+             "request_per_s": "request_throughput", "mean_e2e_ms": "mean_e2e_latency_ms",
+             "median_e2e_ms": "median_e2e_latency_ms", "p99_e2e_ms": "p99_e2e_latency_ms"}
+    for name in ("ttft", "tpot", "itl"):
+        for stat in ("mean", "median", "p99"):
+            pairs[f"{stat}_{name}_ms"] = f"{stat}_{name}_ms"
+    for mine, theirs in pairs.items():
+        assert getattr(ours, mine) == pytest.approx(getattr(metrics, theirs), rel=1e-12), mine
+
+
+def test_random_ids_prompts_equal_bench_servings() -> None:
+    random_ds = pytest.importorskip("sglang.benchmark.datasets.random", reason="sglang's datasets not importable")
+    np.random.seed(7)
+    theirs = random_ds.sample_random_requests(input_len=12, output_len=5, num_prompts=6, range_ratio=1.0,
+                                              tokenizer=FakeTokenizer(), dataset_path="", random_sample=False)
+    ours = latency.random_ids_prompts(FakeTokenizer(), 12, 5, 6, seed=7)
+    assert [(p.text, p.prompt_len, p.output_len) for p in ours] == [(r.prompt, r.prompt_len, r.output_len)
+                                                                    for r in theirs]
+
+
+def test_random_ids_prompts_fixed_lengths() -> None:
+    prompts = latency.random_ids_prompts(FakeTokenizer(), 10, 4, 3, seed=1)
+    assert [len(p.text.split()) for p in prompts] == [9, 9, 9]  # one special token added by the server's encode
+    assert len({p.text for p in prompts}) == 3
+
+
+def test_chat_payload_is_bench_servings() -> None:
+    prompt = latency.Prompt("hi", 1, 128)
+    body = latency.chat_payload("m", prompt)
+    assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 128,
+                    "stream": True, "temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    assert latency.chat_payload("m", prompt, max_tokens=32)["max_completion_tokens"] == 32
+
+
+# ---------------------------------------------------------------- a fake streaming server
+
+
+GAP = 0.01  # seconds between streamed tokens
+FIRST = 0.03  # seconds to the first token
+
+
+def _chunk(delta: dict[str, Any] | None = None, usage: dict[str, int] | None = None) -> bytes:
+    body: dict[str, Any] = {"choices": [{"index": 0, "delta": delta}] if delta is not None else []}
+    if usage:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/v1/models":
+            self._json(200, {"data": [{"id": "fake-model"}]})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.split("?")[0] == "/flush_cache":
+            self._json(200, {})
+            return
+        request = json.loads(body)
+        _Handler.seen.append(request)
+        if request["model"] not in ("fake-model", "error-model", "reasoning-model"):
+            self._json(400, {"message": "unknown model"})
+            return
+        n = int(request["max_completion_tokens"])
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(_chunk({"role": "assistant", "content": ""}))
+        self.wfile.flush()
+        time.sleep(FIRST)
+        for i in range(n):
+            if i:
+                time.sleep(GAP)
+            if request["model"] == "error-model" and i == 1:
+                self.wfile.write(b'data: {"error": {"message": "out of memory"}}\n\n')
+                return
+            key = "reasoning_content" if request["model"] == "reasoning-model" and i == 0 else "content"
+            self.wfile.write(_chunk({key: f"w{i} "}))
+            self.wfile.flush()
+        self.wfile.write(_chunk({}, usage={"prompt_tokens": 7, "completion_tokens": n}))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _json(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_measure_against_a_streaming_server(fake_server: str) -> None:
+    _Handler.seen.clear()
+    workload = Workload(input_len=16, output_len=6, num_prompts=4, concurrency=2, warmup_requests=2)
+    result = latency.measure(fake_server, "fake-model", FakeTokenizer(), workload)
+    assert (result.completed, result.failed, result.short_requests) == (4, 0, 0)
+    assert result.total_output_tokens == 24 and result.total_prompt_tokens == 28
+    assert FIRST * 1000 <= result.mean_ttft_ms < FIRST * 1000 + 40  # the role-only chunk is not the first token
+    assert GAP * 1000 <= result.mean_itl_ms < GAP * 1000 + 15
+    assert result.mean_tpot_ms == pytest.approx((result.mean_e2e_ms - result.mean_ttft_ms) / 5, rel=0.2)
+    assert len(_Handler.seen) == 2 + 4  # warmup requests, then the workload
+
+
+def test_failed_requests_are_counted_with_their_error(fake_server: str) -> None:
+    workload = Workload(input_len=4, output_len=2, num_prompts=3, warmup_requests=0)
+    result = latency.measure(fake_server, "other-model", FakeTokenizer(), workload)
+    assert result.failed == 3 and result.completed == 0
+    assert result.errors and result.errors[0].startswith("HTTP 400") and "unknown model" in result.errors[0]
+
+
+def test_failing_warmup_stops_the_run(fake_server: str) -> None:
+    with pytest.raises(RuntimeError, match="every warmup request"):
+        latency.measure(fake_server, "other-model", FakeTokenizer(), Workload(input_len=4, output_len=2,
+                                                                               num_prompts=1, warmup_requests=1))
+
+
+def test_an_error_inside_the_stream_fails_the_request(fake_server: str) -> None:
+    result = latency.measure(fake_server, "error-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                                num_prompts=2, warmup_requests=0))
+    assert result.failed == 2 and "out of memory" in result.errors[0]
+
+
+def test_reasoning_content_counts_as_content(fake_server: str) -> None:
+    payload = latency.chat_payload("reasoning-model", latency.Prompt("x", 1, 3))
+    timing = asyncio.run(latency.stream_chat(fake_server, payload))
+    assert timing.success and timing.ttft >= FIRST and len(timing.itl) == 2 and timing.output_len == 3
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def _result(**figures: float) -> LatencyResult:
+    base = summarize([], 1.0, Workload())
+    return LatencyResult(**{**base.__dict__, **figures})
+
+
+def test_judge_upper_and_lower_bounds_with_tolerance() -> None:
+    result = _result(mean_ttft_ms=10.5, mean_tpot_ms=1.2, output_tok_s=950.0)
+    by_metric = {v.metric: v for v in judge(result, {"ttft_ms": 10, "tpot_ms": 1.0, "output_tok_s": 1000})}
+    assert by_metric["ttft_ms"].status == "pass"  # 10.5 <= 10 * 1.1
+    assert by_metric["tpot_ms"].status == "fail"  # 1.2 > 1.1
+    assert by_metric["output_tok_s"].status == "pass"  # 950 >= 900
+    assert by_metric["itl_ms"].status == "reported" and by_metric["itl_ms"].budget is None
+    assert "OUTSIDE" in by_metric["tpot_ms"].describe()
+    strict = {v.metric: v for v in judge(result, {"ttft_ms": 10, "output_tok_s": 1000, "tolerance": 0})}
+    assert strict["ttft_ms"].status == "fail" and strict["output_tok_s"].status == "fail"
+
+
+def test_no_budget_is_reported_not_failed() -> None:
+    verdicts = judge(_result(mean_ttft_ms=1e6), None)
+    assert {v.status for v in verdicts} == {"reported"}
+    assert all(isinstance(v, Verdict) for v in verdicts)
+
+
+def test_budget_lookup_from_the_matrix() -> None:
+    from pytest_lfm.matrix import load_matrix
+
+    spec = load_matrix().get("LiquidAI/LFM2.5-1.2B-Instruct")
+    assert spec is not None
+    assert spec.budget_for("NVIDIA B300 SXM6 AC", "low-latency") is not None
+    assert spec.budget_for("NVIDIA B300 SXM6 AC", "default") is None
+    assert spec.budget_for("NVIDIA H100 80GB HBM3", "low-latency") is None
+
+
+# ---------------------------------------------------------------- fidelity helper
+
+
+def test_bench_serving_command_mirrors_the_workload(tmp_path: Any) -> None:
+    cmd = latency.bench_serving_command("http://h:1", "m", "/tok", Workload(input_len=5, output_len=3,
+                                                                             num_prompts=7, concurrency=2),
+                                        tmp_path / "o.jsonl")
+    text = " ".join(cmd)
+    for part in ("-m sglang.bench_serving", "--backend sglang-oai-chat", "--dataset-name random-ids",
+                 "--random-range-ratio 1.0", "--random-input-len 5", "--random-output-len 3", "--num-prompts 7",
+                 "--max-concurrency 2", "--warmup-requests 8", "--seed 42", "--flush-cache", "--tokenizer /tok"):
+        assert part in text
+
+
+def test_fidelity_ratios() -> None:
+    ours = _result(mean_ttft_ms=10.0, mean_tpot_ms=1.0, mean_itl_ms=1.0, mean_e2e_ms=100.0)
+    ratios = latency.fidelity_ratios(ours, {"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
+                                            "mean_e2e_latency_ms": 100.0})
+    assert ratios == pytest.approx({"ttft": 1.0, "tpot": 1 / 0.98, "e2e": 1.0})
+
+
+def test_fidelity_against_bench_serving_on_a_fake_server(fake_server: str, tmp_path: Any) -> None:
+    """End to end on CPU: the installed sglang.bench_serving and the plugin measure the same fake server alike."""
+    pytest.importorskip("sglang.benchmark.serving", reason="sglang's bench_serving is not importable here")
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {f"t{i}": i for i in range(200)} | {"[UNK]": 200, "<s>": 201}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>")
+    fast.save_pretrained(tmp_path / "tok")
+    workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=1)
+    ours = latency.measure(fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload)
+    bench = latency.run_bench_serving(fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240)
+    assert bench["completed"] == 6 and ours.completed == 6
+    ratios = latency.fidelity_ratios(ours, bench)
+    assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
+
+
+def test_result_is_json_serializable() -> None:
+    result = _result(mean_ttft_ms=1.0)
+    assert json.loads(json.dumps(result.to_dict()))["mean_ttft_ms"] == 1.0

@@ -1,0 +1,131 @@
+"""Micro checkpoints: script, templates, tool rendering, cache keys, and greedy bf16 reproduction of the script."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_lfm import micro
+from pytest_lfm.micro import render, train
+from pytest_lfm.micro.script import load_script
+
+SCRIPT = load_script()
+
+GOLDEN_LFM2_CALL_0517 = (
+    '<|startoftext|><|im_start|>system\nList of tools: <|tool_list_start|>[{"type": "function", "function": '
+    '{"description": "Get the current weather in a city", "name": "get_weather", "parameters": {"type": "object", '
+    '"properties": {"location": {"type": "string", "description": "City name"}}, "required": ["location"]}, '
+    '"strict": false}, "defer_loading": null}]<|tool_list_end|><|im_end|>\n'
+    "<|im_start|>user\nWhat is the weather in Berlin?<|im_end|>\n<|im_start|>assistant\n"
+)
+GOLDEN_LFM25_RESULT_0523 = (
+    '<|startoftext|><|im_start|>system\nList of tools: [{"type": "function", "function": {"name": "get_weather", '
+    '"description": "Get the current weather in a city", "parameters": {"type": "object", "properties": {"location": '
+    '{"type": "string", "description": "City name"}}, "required": ["location"]}}, "defer_loading": null}, '
+    '{"type": "function", "function": {"name": "get_time", "description": "Get the local time in a city", '
+    '"parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, '
+    '"required": ["city"]}}, "defer_loading": null}]<|im_end|>\n'
+    "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n"
+    '<|im_start|>assistant\n<|tool_call_start|>[get_weather(location="Paris")]<|tool_call_end|><|im_end|>\n'
+    '<|im_start|>tool\n{"temperature": 18, "condition": "sunny"}<|im_end|>\n<|im_start|>assistant\n'
+)
+
+
+def test_lfm2_template_puts_tools_between_list_tokens_in_sglang_0517_form() -> None:
+    assert render.render_prompt(SCRIPT.get("call-weather-one-tool"), None, "lfm2", "0.5.17") == GOLDEN_LFM2_CALL_0517
+
+
+def test_lfm25_template_lists_tools_plainly_and_passes_tool_results_raw() -> None:
+    got = render.render_prompt(SCRIPT.get("result-weather-paris"), None, "lfm2.5", "0.5.23")
+    assert got == GOLDEN_LFM25_RESULT_0523
+
+
+def test_lfm2_template_wraps_tool_results_and_keeps_system_prompt_first() -> None:
+    got = render.render_prompt(SCRIPT.get("json-weather-berlin"), None, "lfm2", "0.5.23")
+    assert got.startswith("<|startoftext|><|im_start|>system\nOutput function calls as JSON.\nList of tools: "
+                          "<|tool_list_start|>[")
+    got = render.render_prompt(SCRIPT.get("result-weather-paris"), None, "lfm2", "0.5.23")
+    assert '<|im_start|>tool\n<|tool_response_start|>{"temperature": 18, "condition": "sunny"}' in got
+
+
+def test_image_parts_render_as_image_token() -> None:
+    got = render.render_prompt(SCRIPT.get("image-count"), None, "lfm2", "0.5.17")
+    assert got == ("<|startoftext|><|im_start|>user\n<image>How many shapes are there?<|im_end|>\n"
+                   "<|im_start|>assistant\n")
+
+
+def test_tool_choice_named_renders_only_that_tool_and_none_renders_no_tools() -> None:
+    named = render.render_prompt(SCRIPT.get("forced-named-time"), None, "lfm2", "0.5.17")
+    assert '"name": "get_time"' in named and "get_weather" not in named
+    assert "List of tools" not in render.render_prompt(SCRIPT.get("no-tool-choice-none"), None, "lfm2", "0.5.17")
+
+
+def test_render_tools_0523_matches_installed_sglang() -> None:
+    protocol = pytest.importorskip("sglang.srt.entrypoints.openai.protocol")
+    import sglang
+
+    if render._version_key(sglang.__version__) < (0, 5, 23):
+        pytest.skip(f"installed sglang {sglang.__version__} predates the 0.5.23 form")
+    for tool in SCRIPT.tools.values():
+        dumped = protocol.Tool(**tool).model_dump()
+        assert json.dumps(render.render_tools([tool], sglang.__version__)[0]) == json.dumps(dumped)
+
+
+def test_completions_follow_the_lfm2_call_formats() -> None:
+    assert render.completion_text(SCRIPT.get("parallel-weather-time")) == (
+        '<|tool_call_start|>[get_weather(location="Rome"), get_time(city="Madrid")]<|tool_call_end|>'
+    )
+    assert render.completion_text(SCRIPT.get("json-time-seoul")) == (
+        '<|tool_call_start|>[{"name": "get_time", "arguments": {"city": "Seoul"}}]<|tool_call_end|>'
+    )
+    assert render.completion_text(SCRIPT.get("forced-required-weather")) == (
+        '[{"name": "get_weather", "parameters": {"location": "Oslo"}}]'
+    )
+
+
+def test_script_covers_every_kind_and_a_tiled_image() -> None:
+    kinds = {t.kind for t in SCRIPT.turns}
+    assert kinds == {"answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "image"}
+    assert any(max(img.width, img.height) > 512 for t in SCRIPT.turns for img in t.images)
+
+
+def test_copy_variants_invent_new_argument_values() -> None:
+    exs = [e for e in train.examples(SCRIPT, "dense") if not e.scripted]
+    assert len(exs) >= 40
+    assert all("Paris" not in e.completion for e in exs if e.turn_id.startswith("call-weather-paris"))
+
+
+def test_changed_recipe_gets_a_new_cache_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = micro.checkpoint_dir("dense", tmp_path)
+    monkeypatch.setitem(train.TRAINING, "seed", train.TRAINING["seed"] + 1)
+    assert micro.checkpoint_dir("dense", tmp_path) != before
+    monkeypatch.undo()
+    assert micro.checkpoint_dir("dense", tmp_path) == before
+    monkeypatch.setitem(train.CONFIGS["moe"], "num_experts", 4)
+    assert micro.checkpoint_dir("dense", tmp_path) == before
+
+
+def test_second_build_is_served_from_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(train.TRAINING, "max_steps", 1)
+    monkeypatch.setitem(train.TRAINING, "copy_variants", 0)
+    first = micro.build("dense", cache_dir=tmp_path, device="cpu")
+    assert micro.info(first)["steps"] == 1
+    assert (first / "model.safetensors").stat().st_size <= 15 * 2**20
+
+    def no_rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt a cached checkpoint")
+
+    monkeypatch.setattr("pytest_lfm.micro.build.build_into", no_rebuild)
+    assert micro.build("dense", cache_dir=tmp_path, device="cpu") == first
+
+
+@pytest.mark.parametrize("name", micro.NAMES)
+def test_greedy_bf16_decoding_reproduces_every_scripted_turn(name: str) -> None:
+    from pytest_lfm.micro.verify import verify
+
+    path = micro.build(name)
+    assert sum(f.stat().st_size for f in path.iterdir()) <= 15 * 2**20
+    misses = [r for r in verify(path, name) if not r.exact]
+    assert not misses, "\n".join(f"{r.turn_id} [{r.sglang_rendering}]: {r.expected!r} != {r.got!r}" for r in misses)

@@ -1,0 +1,175 @@
+"""The qualification report: verdicts, notes, launches and latency into one JSON and one Markdown file per run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_lfm import report
+
+# the plugin loads through its pytest11 entry point once installed; before that, name it
+PLUGIN_ARGS = () if any(ep.value == "pytest_lfm.plugin" for ep in entry_points(group="pytest11")) else (
+    "-p", "pytest_lfm.plugin")
+
+CONFTEST = """
+import pytest
+from pytest_lfm.plugin import POOL
+from pytest_lfm.runtime import Launch, RuntimePool
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_launch(pytestconfig, tmp_path_factory):
+    # what RuntimePool records when it starts a server, without starting one
+    pool = RuntimePool([0], tmp_path_factory.mktemp("logs"), 60.0)
+    pool.launches.append(Launch("server", "micro-dense", "micro-dense", ["--tool-call-parser", "lfm2"], [0], 12.5))
+    pytestconfig.stash[POOL] = pool
+"""
+
+SUITE = """
+import pytest
+from pytest_lfm.report import note
+
+
+def test_pass(request):
+    note(request, "prompt_fingerprint", "abc123def456")
+    note(request, "prompt_tokens", 257)
+
+
+def test_fail():
+    assert 1 == 2, "one is not two"
+
+
+@pytest.mark.xfail(reason="known bug #27614")
+def test_xfail():
+    assert False
+
+
+@pytest.mark.xfail(reason="fixed upstream?", strict=False)
+def test_xpass():
+    pass
+
+
+def test_skip():
+    pytest.skip("no GPU here")
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("server did not start")
+
+
+def test_setup_error(broken):
+    pass
+
+
+def test_latency(request):
+    note(request, "latency", {
+        "config": "micro-dense", "profile": "default", "gpu": "NVIDIA H100 80GB HBM3", "concurrency": 1,
+        "figures": {"mean_ttft_ms": 15.7, "mean_tpot_ms": 1.23, "mean_itl_ms": 1.23, "mean_e2e_ms": 172.0,
+                    "output_tok_s": 740.5, "failed": 0},
+        "budget": None, "verdict": "reported (no budget)", "verdicts": []})
+"""
+
+
+def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_suite=SUITE)
+    out = pytester.path / "reports"
+    result = pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--lfm-report", str(out), *args)
+    return result, out
+
+
+def load(out: Path) -> tuple[dict[str, Any], str]:
+    files = sorted(out.iterdir())
+    assert [f.suffix for f in files] == [".json", ".md"], files
+    return json.loads(files[0].read_text()), files[1].read_text()
+
+
+def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["nodeid"].split("::")[-1]: c for c in data["checks"]}
+
+
+def check_content(data: dict[str, Any], markdown: str) -> None:
+    checks = by_name(data)
+    assert {k: v["status"] for k, v in checks.items()} == {
+        "test_pass": "pass", "test_fail": "fail", "test_xfail": "xfail", "test_xpass": "xpass", "test_skip": "skip",
+        "test_setup_error": "fail", "test_latency": "pass"}
+    assert "one is not two" in checks["test_fail"]["reason"]
+    assert checks["test_xfail"]["reason"] == "known bug #27614"
+    assert checks["test_skip"]["reason"] == "no GPU here"
+    assert checks["test_setup_error"]["reason"].startswith("error in setup: RuntimeError: server did not start")
+    assert checks["test_pass"]["notes"] == {"prompt_fingerprint": "abc123def456", "prompt_tokens": 257}
+    assert data["summary"] == {"fail": 2, "xpass": 1, "xfail": 1, "skip": 1, "pass": 2}
+    assert set(data["versions"]) >= {"sglang", "torch", "transformers"} and data["versions"]["sglang"]
+    assert [m["id"] for m in data["models"]] == ["micro-dense", "micro-moe", "micro-vl"]
+    assert data["launches"] and all(x["startup_seconds"] == 12.5 and x["config"] == "micro-dense"
+                                    for x in data["launches"])
+    [row] = data["latency"]
+    assert (row["config"], row["gpu"], row["mean_ttft_ms"], row["verdict"]) == (
+        "micro-dense", "NVIDIA H100 80GB HBM3", 15.7, "reported (no budget)")
+    for text in ("# pytest-lfm qualification report", "| sglang |", "## Runtime launches", "### Not passing",
+                 "known bug #27614", "## Latency", "| micro-dense | default | NVIDIA H100 80GB HBM3 | 1 | 15.700 |",
+                 "abc123def456"):
+        assert text in markdown, text
+
+
+def test_report_json_and_markdown(pytester: pytest.Pytester) -> None:
+    result, out = run_suite(pytester)
+    result.assert_outcomes(passed=2, failed=1, errors=1, skipped=1, xfailed=1, xpassed=1)
+    data, markdown = load(out)
+    check_content(data, markdown)
+    assert [x["worker"] for x in data["launches"]] == ["main"]
+    result.stdout.fnmatch_lines(["*pytest-lfm qualification*", "*report: *lfm-report-*.json"])
+
+
+def test_with_xdist_only_the_controller_writes_and_launches_travel(pytester: pytest.Pytester) -> None:
+    result, out = run_suite(pytester, "-n", "2")
+    result.assert_outcomes(passed=2, failed=1, errors=1, skipped=1, xfailed=1, xpassed=1)
+    data, markdown = load(out)  # exactly one JSON and one Markdown file
+    check_content(data, markdown)
+    assert data["launches"] and {x["worker"] for x in data["launches"]} <= {"gw0", "gw1"}
+
+
+def test_junitxml_properties(pytester: pytest.Pytester) -> None:
+    run_suite(pytester, "--junitxml", "junit.xml")
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    props = {p.get("name"): p.get("value") for p in suite.findall("./properties/property")}
+    assert props["lfm_fail"] == "2" and props["lfm_pass"] == "2" and props["lfm_sglang_version"]
+    assert props["lfm_startup_s[server:micro-dense]"] == "12.5"
+    assert props["lfm_latency[test_suite.py::test_latency].mean_ttft_ms"] == "15.7"
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "test_pass")
+    case_props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert case_props["lfm:prompt_fingerprint"] == "abc123def456"
+
+
+def test_no_report_dir_no_files(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not list(pytester.path.glob("**/lfm-report-*"))
+
+
+def test_plugin_registers_the_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_registered(pytestconfig):
+            from pytest_lfm.report import PLUGIN_NAME, Report
+            assert isinstance(pytestconfig.pluginmanager.get_plugin(PLUGIN_NAME), Report)
+    """)
+    pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_note_needs_json_values() -> None:
+    item: Any = SimpleNamespace(user_properties=[])
+    report.note(item, "k", (1, 2))
+    assert item.user_properties == [("lfm:k", [1, 2])]
+    with pytest.raises(TypeError, match="JSON-serializable"):
+        report.note(item, "bad", object())
+    assert report.notes_of([("lfm:a", 1), ("other", 2), ("lfm:a", 3)]) == {"a": 3}
