@@ -207,7 +207,10 @@ class Matrix:
 
 def builtin_matrix_files() -> list[Path]:
     """The TOML files shipped in matrices/ (micro checkpoints first)."""
-    root = resources.files("pytest_lfm.matrices")
+    try:
+        root: Any = resources.files("pytest_lfm.matrices")
+    except ModuleNotFoundError:  # running from a checkout that is not installed (PYTHONPATH=. pytest -p ...)
+        root = Path(__file__).resolve().parent.parent / "matrices"
     files = sorted((Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")),
                    key=lambda p: (p.name != "micro.toml", p.name))
     return files

@@ -20,7 +20,7 @@ from typing import Any
 
 NAMES = ("dense", "moe", "vl")
 INFO_FILE = "micro.json"
-_CODE_FILES = ("__init__.py", "train.py", "tokenizer.py", "render.py", "script.py", "build.py")
+_CODE_FILES = ("__init__.py", "train.py", "tokenizer.py", "render.py", "script.py", "builder.py")
 
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
@@ -89,7 +89,7 @@ def build(
     with FileLock(str(target) + ".lock"):
         if is_built(target) and not force:
             return target
-        from pytest_lfm.micro.build import build_into
+        from pytest_lfm.micro.builder import build_into
 
         tmp = target.with_name(target.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -30,7 +30,7 @@ def _load(path: Path, name: str) -> tuple[Any, Any, Any]:
     if name == "vl":
         from transformers import Lfm2VlForConditionalGeneration
 
-        from pytest_lfm.micro.build import load_processor
+        from pytest_lfm.micro.builder import load_processor
 
         vl_cls: Any = Lfm2VlForConditionalGeneration
         model = vl_cls.from_pretrained(str(path), dtype=torch.bfloat16)

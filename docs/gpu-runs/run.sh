@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# How the runs under docs/gpu-runs/ were made, on the lent GPU host (no network, no install of this project):
+#   1. carry the sglang bundle (../shared/gpu/README.md) until receive.sh prints READY;
+#   2. bash docs/gpu-runs/run.sh OUTDIR [pytest arguments]   (in the background: setsid ... &)
+# It builds the micro checkpoints on the GPU (timed), verifies them with transformers, then runs the conformance
+# suites with the project's report writer and recorder. OUTDIR ends up with build.log, verify-*.json, pytest.log,
+# report/ (JSON + Markdown), recordings/ and DONE.
+set -u
+OUTD=$1; shift
+[ -f .gpu/c5/boot/env.sh ] && source .gpu/c5/boot/env.sh
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 LFM_MICRO_CACHE=${LFM_MICRO_CACHE:-/tmp/lfm-micro}
+mkdir -p "$OUTD"
+nvidia-smi > "$OUTD/nvidia-smi.txt" 2>&1
+if [ -z "${SKIP_BUILD:-}" ]; then
+  ( time python3 -m pytest_lfm.cli micro build -v ) > "$OUTD/build.log" 2>&1
+  for n in dense moe vl; do
+    python3 -m pytest_lfm.cli micro verify "$n" --json > "$OUTD/verify-$n.json" 2>> "$OUTD/build.log"
+  done
+fi
+python3 -m pytest -p pytest_lfm.plugin -p no:cacheprovider -rfExX --junitxml "$OUTD/junit.xml" \
+  --lfm-report "$OUTD/report" "$@" > "$OUTD/pytest.log" 2>&1
+echo "exit $?" > "$OUTD/DONE"
