@@ -20,6 +20,8 @@ FAMILIES = ("dense", "moe", "vl")
 CAPABILITIES = ("chat", "tools", "vision")
 LOW_LATENCY_ARGS = ("--enable-torch-compile", "--chunked-prefill-size", "-1")
 PROFILES = {"default": (), "low-latency": LOW_LATENCY_ARGS}
+# float16 needs the short-conv state in float16 too (FACTS.md; sglang #19773, #30178, #31719)
+DTYPE_ENV: dict[str, dict[str, str]] = {"float16": {"SGLANG_MAMBA_CONV_DTYPE": "float16"}}
 
 _BUDGET = {
     "type": "object",
@@ -145,7 +147,8 @@ class LaunchConfig:
         return int(value) if value else 1
 
     def environment(self) -> dict[str, str]:
-        return dict(self.env)
+        """The runtime's extra environment: what its dtype needs (DTYPE_ENV), then ``env``, which wins."""
+        return {**DTYPE_ENV.get(self.dtype, {}), **dict(self.env)}
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The launch arguments as sgl.Engine keyword arguments (ServerArgs field names)."""

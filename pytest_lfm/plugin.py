@@ -135,7 +135,7 @@ def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
             launch = LaunchConfig(
                 model, dtype, variant.get("profile", "default"),
                 (*settings.server_args, *variant.get("extra_args", ())),
-                tuple(sorted({**_dtype_env(dtype), **variant.get("env", {})}.items())),
+                tuple(sorted(variant.get("env", {}).items())),
             )
             missing = set(required) - model.capabilities
             marks = []
@@ -145,11 +145,6 @@ def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
                 marks.append(pytest.mark.skip(reason=f"{model.id} is not qualified for {dtype} (matrix dtypes)"))
             params.append(pytest.param(launch, id=launch.id, marks=marks))
     return params
-
-
-def _dtype_env(dtype: str) -> dict[str, str]:
-    """float16 needs the conv state in float16 too (FACTS.md; sglang #19773, #30178, #31719)."""
-    return {"SGLANG_MAMBA_CONV_DTYPE": "float16"} if dtype == "float16" else {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

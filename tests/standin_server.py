@@ -3,7 +3,8 @@
 Takes sglang's --model-path/--host/--port plus behaviour flags:
   --fail-at-start        print an error and exit 3 before listening
   --never-healthy        listen, but answer /health_generate with 503
-  --crash-after SECONDS  exit 7 this long after becoming ready
+  --crash-after SECONDS  exit 7 this long after first answering /health_generate with 200 (a crash after a
+                         successful start, whatever the client's polling interval)
   --crash-after-requests N  exit 7 after N requests
   --spawn-child          start two sleeping children (one in our process group, one in a new session) and log their pids
   --ignore-sigterm       ignore SIGTERM (stop() must escalate to SIGKILL)
@@ -50,6 +51,7 @@ def main() -> None:
         print(f"standin: child pids {grouped.pid} {detached.pid}", flush=True)
 
     requests = 0
+    crash_timer: list[threading.Timer] = []
 
     def crash(reason: str) -> None:
         print(f"RuntimeError: standin crashed ({reason})", flush=True)
@@ -63,6 +65,9 @@ def main() -> None:
                 crash(f"after {args.crash_after_requests} requests")
             if self.path in ("/health", "/health_generate"):
                 self._send(503 if args.never_healthy else 200, {})
+                if args.crash_after is not None and not args.never_healthy and not crash_timer:
+                    crash_timer.append(threading.Timer(args.crash_after, crash, (f"after {args.crash_after} s",)))
+                    crash_timer[0].start()
             elif self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": args.model_path, "object": "model",
                                                              "max_model_len": 4096}]})
@@ -84,8 +89,6 @@ def main() -> None:
             print(f"standin: {format % log_args}", flush=True)
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    if args.crash_after is not None:
-        threading.Timer(args.crash_after, crash, (f"after {args.crash_after} s",)).start()
     print("standin: ready", flush=True)
     started = time.monotonic()
     try:

@@ -89,6 +89,13 @@ def test_launch_config_arguments_and_ids() -> None:
     assert fp16.tp_size == 2
     assert fp16.engine_kwargs()["tp_size"] == 2 and fp16.engine_kwargs()["enable_torch_compile"] is True
     assert fp16.engine_kwargs()["chunked_prefill_size"] == -1 and fp16.engine_kwargs()["tool_call_parser"] == "lfm2"
+    # float16 brings the conv-state dtype it needs (not part of the id); an explicit env overrides it
+    assert LaunchConfig(model, "float16").id == "micro-moe-float16"
+    assert LaunchConfig(model, "float16").environment() == {"SGLANG_MAMBA_CONV_DTYPE": "float16"}
+    assert default.environment() == {}
+    override = LaunchConfig(model, "float16", env=(("SGLANG_MAMBA_CONV_DTYPE", "bfloat16"),))
+    assert override.environment() == {"SGLANG_MAMBA_CONV_DTYPE": "bfloat16"}
+    assert override.id == "micro-moe-float16-SGLANG_MAMBA_CONV_DTYPE=bfloat16"
 
 
 PARAMS = """
@@ -131,18 +138,22 @@ def test_dtype_both_parametrizes_each_model_twice(pytester: pytest.Pytester) -> 
                                  "*test_tools?LiquidAI/LFM2-350M-float16? PASSED*"])
 
 
-def test_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
+def test_bad_marker_stops_the_run_at_collection(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
 import pytest
 @pytest.mark.lfm_requires("smell")
 def test_x(lfm_model): pass
 """)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stderr.fnmatch_lines(["*bad @pytest.mark.lfm_requires: lfm_requires takes capabilities*"])
+    # raised while parametrizing, the UsageError is reported as a collection error: nothing runs
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*UsageError*::test_x: bad @pytest.mark.lfm_requires: lfm_requires takes "
+                                 "capabilities from ('chat', 'tools', 'vision'), got ('smell',)*",
+                                 "*Interrupted: 1 error during collection*"])
 
 
 def test_tests_group_by_configuration_and_model_per_worker(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(a=PARAMS, b=PARAMS.replace("test_", "test_b_"))
+    pytester.makepyfile(test_a=PARAMS, test_b=PARAMS.replace("def test_", "def test_b_"))
     result = pytester.runpytest("--collect-only", "-q", "--lfm-dtype", "both", "-p", "no:cacheprovider")
     names = [line for line in result.outlines if "::" in line]
     configs = [n.split("[", 1)[1] for n in names if "[" in n]

@@ -69,9 +69,9 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
     result = pytester.runpytest("--lfm-launch-timeout", "42", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines([
         "pytest-lfm settings (value, source):",
+        "*model: micro (default)*",
         "*dtype: both (environment LFM_DTYPE)*",
         "*launch_timeout: 42s (command line --lfm-launch-timeout)*",
-        "*model: micro (default)*",
         "pytest-lfm models: micro-dense, micro-moe, micro-vl",
         "pytest-lfm runtime: sglang *; torch *; transformers *; GPUs: *",
     ])
@@ -105,8 +105,9 @@ def test_bad_values_are_usage_errors_naming_the_source(
 
 
 def test_repeatable_options_accumulate(pytester: pytest.Pytester) -> None:
-    out = run_show(pytester, "--lfm-model", "micro-dense", "--lfm-model", "moe", "--lfm-server-arg", "--a",
-                   "--lfm-server-arg", "--b=1")
+    # an argument that starts with "-" is given with "=" (argparse would read it as an option of its own)
+    out = run_show(pytester, "--lfm-model", "micro-dense", "--lfm-model", "moe", "--lfm-server-arg=--a",
+                   "--lfm-server-arg=--b=1")
     assert "models=('micro-dense', 'moe')" in out
     assert "server_args=('--a', '--b=1')" in out
 
