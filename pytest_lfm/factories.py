@@ -30,7 +30,7 @@ def lfm_server_fixture(
     def server_fixture(
         pytestconfig: pytest.Config, lfm_runtime_pool: RuntimePool | None,
     ) -> Iterator[SglangServer]:
-        from pytest_lfm.plugin import MATRIX, NO_RUNTIME, _dtype_env
+        from pytest_lfm.plugin import MATRIX, NO_RUNTIME
 
         spec = pytestconfig.stash[MATRIX].get(model)
         if spec is None:
@@ -38,8 +38,7 @@ def lfm_server_fixture(
                                     "--lfm-matrix FILE or use one of: " + ", ".join(pytestconfig.stash[MATRIX].ids()))
         if lfm_runtime_pool is None:
             pytest.skip(NO_RUNTIME)
-        launch = LaunchConfig(spec, dtype, profile, tuple(extra_args),
-                              tuple(sorted({**_dtype_env(dtype), **(env or {})}.items())))
+        launch = LaunchConfig(spec, dtype, profile, tuple(extra_args), tuple(sorted((env or {}).items())))
         server = lfm_runtime_pool.server(launch)
         yield server
         lfm_runtime_pool.release(server)
