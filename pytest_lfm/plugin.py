@@ -95,8 +95,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[POOL] = None
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # all tests of one model on one worker (xdist_group marks below)
+    if getattr(config, "workerinput", {}).get("lfm_loadgroup"):
+        config.option.loadgroup = True  # a worker derives loadgroup from its own arguments: see pytest_configure_node
     config.addinivalue_line("markers", latency.FIDELITY_MARKER)
     report.register(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: tell the worker that the controller schedules by xdist_group (the switch in pytest_configure)."""
+    node.workerinput["lfm_loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -138,7 +146,7 @@ def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
                 tuple(sorted(variant.get("env", {}).items())),
             )
             missing = set(required) - model.capabilities
-            marks = []
+            marks = [pytest.mark.xdist_group(model.id)]  # all tests of one model on one worker (loadgroup)
             if missing:
                 marks.append(pytest.mark.skip(reason=f"{model.id} lacks capability {', '.join(sorted(missing))}"))
             elif dtype not in model.dtypes:
@@ -154,7 +162,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests by runtime configuration (each launches once), servers before engines, one model per worker."""
+    """Group tests by runtime configuration (each launches once), servers before engines. (One model per xdist
+    worker comes from the xdist_group mark on each lfm_launch parameter.)"""
     order: dict[str, int] = {}
 
     def key(item: pytest.Item) -> tuple[int, int]:
@@ -165,12 +174,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uses_engine = "lfm_engine" in getattr(item, "fixturenames", ())
         return (order.setdefault(launch.id, len(order)), int(uses_engine))
 
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        launch = callspec.params.get("lfm_launch") if callspec else None
-        if isinstance(launch, LaunchConfig):
-            item.add_marker(pytest.mark.xdist_group(launch.model.id))
     items.sort(key=key)
+    if getattr(config.option, "loadgroup", False):
+        _restore_xdist_group_ids(items)
+
+
+def _restore_xdist_group_ids(items: list[pytest.Item]) -> None:
+    """xdist <= 3.8 groups by an "@group" suffix it writes to ``item._nodeid``, which pytest >= 9.2 no longer reads
+    (pytest-xdist#1386): without this, --dist loadgroup silently spreads one model over every worker."""
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and hasattr(item, "_id") and item.nodeid.rfind("@") <= item.nodeid.rfind("]"):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -203,12 +221,14 @@ def lfm_dtype(lfm_launch: LaunchConfig) -> str:
 
 @pytest.fixture(scope="session")
 def lfm_gpus(lfm_settings: Settings) -> list[int]:
-    """This worker's GPUs: one of --lfm-gpu (or of all visible GPUs) per xdist worker; [] without a GPU."""
+    """This worker's GPUs: --lfm-gpu (or all visible GPUs) dealt round-robin to the xdist workers (one each with
+    ``-n`` equal to the GPU count; all of them without xdist, for ``--tp-size N``); [] without a GPU."""
     visible = [g.index for g in hosts.list_gpus()]
     chosen = list(lfm_settings.gpus) if lfm_settings.gpus is not None else visible
     if not chosen:
         return []
-    return [chosen[hosts.worker_index() % len(chosen)]]
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    return chosen[hosts.worker_index() % len(chosen)::workers]
 
 
 @pytest.fixture(scope="session")
