@@ -1,0 +1,1 @@
+"""The conformance suites; installed as ``pytest_lfm.conformance`` (``pytest --pyargs pytest_lfm.conformance``)."""
