@@ -29,8 +29,10 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_lfm import hosts
 
+SERVE = "from sglang.cli.main import main; main()"
 LAUNCHERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("0.5.5", ("-m", "sglang.cli.main", "serve")),  # `sglang serve`, the recommended entrypoint since 0.5.5
+    # `sglang serve`, the recommended entrypoint since 0.5.5; sglang.cli.main has no __main__ guard, hence -c
+    ("0.5.5", ("-c", SERVE, "serve")),
     ("0", ("-m", "sglang.launch_server")),
 )
 """(first sglang version, interpreter arguments that launch its server), newest first."""

@@ -16,6 +16,7 @@ import pytest
 from pytest_lfm.engine import normalize_engine_kwargs
 from pytest_lfm.plugin import NO_RUNTIME
 from pytest_lfm.server import (
+    SERVE,
     ExternalServer,
     ServerCrashedError,
     ServerStartError,
@@ -56,8 +57,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SglangServer]:
 
 
 @pytest.mark.parametrize(("version", "launcher"), [
-    ("0.5.17", ["-m", "sglang.cli.main", "serve"]),
-    ("0.5.5", ["-m", "sglang.cli.main", "serve"]),
+    ("0.5.17", ["-c", SERVE, "serve"]),
+    ("0.5.5", ["-c", SERVE, "serve"]),
     ("0.5.4", ["-m", "sglang.launch_server"]),
     ("0.4.10.post2", ["-m", "sglang.launch_server"]),
 ])
