@@ -55,7 +55,7 @@ def test_prompt_tokens_equal_the_prompt_as_the_running_sglang_renders_it(
     """FACTS.md (measured): sglang renders the chat template itself; prompt_tokens is that rendering's length."""
     sent = turn.request(lfm_model_name)
     prompt = render_prompt(turn, template=lfm_model.chat_template, sglang_version=lfm_sglang_version)
-    expected = prompt_token_count(lfm_model.model_path(), turn.messages, turn.rendered_tools, lfm_sglang_version)
+    expected = prompt_token_count(lfm_model.tokenizer_path(), turn.messages, turn.rendered_tools, lfm_sglang_version)
     report.note(request, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
     report.note(request, "prompt_tokens", expected)
     usage = _create(lfm_client, sent).usage

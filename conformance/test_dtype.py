@@ -75,7 +75,7 @@ def _chat_prompts(model: ModelSpec, script: Script) -> list[str]:
     """The first scripted answer turns rendered with the model's own chat template (what the server would render)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model.model_path())
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path())
     return [str(tokenizer.apply_chat_template(template_messages(t.messages), tokenize=False,
                                               add_generation_prompt=True))
             for t in _answer_turns(script, model)[:PROMPTS]]

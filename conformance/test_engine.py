@@ -34,8 +34,8 @@ def server_outputs(
     lfm_runtime_pool: RuntimePool | None,
 ) -> Iterator[list[str]]:
     """The server's greedy completions of ``prompts`` (POST /generate), taken before the engine takes the GPU."""
-    if lfm_settings.base_url:
-        pytest.skip("--lfm-base-url tests a running server; the offline Engine needs a local GPU")
+    if lfm_settings.base_url or lfm_settings.replay_dir:
+        pytest.skip("--lfm-base-url / --lfm-replay test a server over HTTP; the offline Engine needs a local GPU")
     server = lfm_server
     if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
         server = lfm_runtime_pool.server(lfm_launch)

@@ -46,7 +46,7 @@ def gpu_name(gpus: list[int]) -> str:
 @pytest.fixture
 def lfm_tokenizer_path(lfm_model_name: str, lfm_model: ModelSpec) -> str:
     """Where the served model's tokenizer is: the served path when it is a local directory, else the model's path."""
-    return lfm_model_name if os.path.isdir(lfm_model_name) else lfm_model.model_path()
+    return lfm_model_name if os.path.isdir(lfm_model_name) else lfm_model.tokenizer_path()
 
 
 @pytest.fixture(params=["concurrency-1", "concurrency-n"])

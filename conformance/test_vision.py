@@ -64,7 +64,7 @@ def _image_sizes(images: Sequence[Image.Image]) -> list[tuple[int, int]]:
 def _expected_prompt_tokens(model: ModelSpec, messages: Sequence[Mapping[str, Any]], sizes: Sequence[tuple[int, int]],
                             budget: ImageTokenBudget, sglang_version: str) -> int:
     """The chat prompt's tokens with each ``<image>`` placeholder replaced by the processor's expansion."""
-    placeholders = prompt_token_count(model.model_path(), messages, None, sglang_version)
+    placeholders = prompt_token_count(model.tokenizer_path(), messages, None, sglang_version)
     return placeholders - len(sizes) + sum(budget.prompt_tokens(w, h) for w, h in sizes)
 
 
@@ -117,7 +117,7 @@ def _ask(client: openai.OpenAI, request: Mapping[str, Any]) -> Any:
 @pytest.fixture(scope="module")
 def budget(lfm_model: ModelSpec) -> ImageTokenBudget:
     """The image-token budget of the model's processor config (LFM2-VL defaults when it has none)."""
-    return ImageTokenBudget.for_model(lfm_model.model_path())
+    return ImageTokenBudget.for_model(lfm_model.tokenizer_path())
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_engine_image_data_is_answered(
     from transformers import AutoTokenizer
 
     turn = _image_turns(lfm_script, lfm_model)[0]
-    tokenizer = AutoTokenizer.from_pretrained(lfm_model.model_path())
+    tokenizer = AutoTokenizer.from_pretrained(lfm_model.tokenizer_path())
     prompt = str(tokenizer.apply_chat_template(template_messages(turn.messages), tokenize=False,
                                                add_generation_prompt=True))
     images = [spec.render() for spec in turn.images]

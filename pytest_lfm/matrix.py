@@ -93,6 +93,15 @@ class ModelSpec:
 
         return str(micro.build(self.micro))
 
+    def tokenizer_path(self) -> str:
+        """Where the tokenizer, chat template and processor live: the model itself, or for a micro checkpoint its
+        tokenizer files (no training needed, so replayed and CPU runs can count prompt tokens)."""
+        if self.micro is None:
+            return self.id
+        from pytest_lfm import micro
+
+        return str(micro.tokenizer_dir(self.micro))
+
     def budget_for(self, gpu_name: str, profile: str = "default") -> Mapping[str, Any] | None:
         """The latency budget whose GPU-name key prefixes ``gpu_name`` for ``profile``, if any."""
         for prefix, budget in self.latency_budgets.items():

@@ -6,6 +6,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from pytest_lfm import hosts, latency, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
-from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store
+from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, store_id
 from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
@@ -252,6 +253,9 @@ def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[
     if directory is None:
         yield None
         return
+    if lfm_settings.replay_dir and not (Path(directory) / store_id(lfm_launch.id)).is_dir():
+        pytest.skip(f"no recording of {lfm_launch.id} in {directory}: this configuration did not run when it was "
+                    "made (re-record on a GPU host with --lfm-record)")
     try:
         store = open_store(directory, lfm_launch.id, "record" if lfm_settings.record_dir else "replay")
     except RecordingError as exc:
@@ -288,10 +292,17 @@ def lfm_server(
 
 @pytest.fixture
 def lfm_live_server(
-    lfm_server: SglangServer | ExternalServer | ReplayServer, lfm_launch: LaunchConfig,
-    lfm_runtime_pool: RuntimePool | None,
+    request: pytest.FixtureRequest, lfm_server: SglangServer | ExternalServer | ReplayServer,
+    lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None, lfm_recording: Store | None,
 ) -> SglangServer | ExternalServer | ReplayServer:
-    """``lfm_server``, restarted if an engine took its GPU, and checked to be alive (the log tail if not)."""
+    """``lfm_server``, restarted if an engine took its GPU, and checked to be alive (the log tail if not).
+
+    In replay, a test the recording has no exchange of did not run when it was made: it is skipped, not failed
+    (a recorded test that sends a request the recording lacks still fails)."""
+    replaying = isinstance(lfm_server, ReplayServer) and lfm_recording is not None
+    if replaying and request.node.nodeid not in lfm_recording.recorded_tests():  # type: ignore[union-attr]
+        pytest.skip(f"not in the recording {lfm_recording.root}: this test did not run when it was made "  # type: ignore[union-attr]
+                    "(re-record on a GPU host with --lfm-record)")
     server = lfm_server
     if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
         server = lfm_runtime_pool.server(lfm_launch)

@@ -104,6 +104,30 @@ def build(
     return target
 
 
+def tokenizer_dir(name: str, *, cache_dir: Path | str | None = None) -> Path:
+    """A directory with checkpoint ``name``'s tokenizer, chat template and processor: the built checkpoint when it
+    exists, else just those files (seconds, no training) -- enough to count prompt tokens without a GPU."""
+    from filelock import FileLock
+
+    built = checkpoint_dir(name, cache_dir)
+    if is_built(built):
+        return built
+    target = built.with_name(built.name + ".tokenizer")
+    if (target / "tokenizer.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "tokenizer.json").is_file():
+            from pytest_lfm.micro.builder import build_tokenizer_into
+
+            tmp = target.with_name(target.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            build_tokenizer_into(name, tmp)
+            tmp.rename(target)
+    return target
+
+
 def info(path: Path) -> dict[str, Any]:
     """The build record (steps, margin, seconds, device) of a built checkpoint."""
     data: dict[str, Any] = json.loads((path / INFO_FILE).read_text())

@@ -67,19 +67,36 @@ def _rename_vision_keys(directory: Path) -> None:
     save_file(renamed, str(path), metadata={"format": "pt"})
 
 
+def build_tokenizer_into(name: str, directory: Path) -> tuple[Any, Any, list[Any]]:
+    """Tokenizer, chat template (and for vl the processor) of checkpoint ``name``: deterministic, no training."""
+    template = render.chat_template(train.TEMPLATE[name])
+    examples = train.examples(load_script(), name)
+    tok = tokenizer.train_tokenizer(train.corpus(examples), train.TRAINING["vocab_size"])
+    tokenizer.save_tokenizer(tok, directory, template, vl=name == "vl")
+    processor = _make_processor(directory, template) if name == "vl" else None
+    if processor is not None:
+        processor.save_pretrained(str(directory))
+        _untype_processor_configs(directory)
+    return tok, processor, examples
+
+
+def _untype_processor_configs(directory: Path) -> None:
+    for fname in ("preprocessor_config.json", "processor_config.json"):
+        path = directory / fname
+        if path.is_file():  # let AutoImageProcessor pick the class by model type (names differ across versions)
+            data = json.loads(path.read_text())
+            data.get("image_processor", data).pop("image_processor_type", None)
+            path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def build_into(name: str, directory: Path, *, device: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     dev = pick_device(device)
     torch.manual_seed(train.TRAINING["seed"])
-    template_name = train.TEMPLATE[name]
-    template = render.chat_template(template_name)
-    examples = train.examples(load_script(), name)
-    tok = tokenizer.train_tokenizer(train.corpus(examples), train.TRAINING["vocab_size"])
-    tokenizer.save_tokenizer(tok, directory, template, vl=name == "vl")
+    tok, processor, examples = build_tokenizer_into(name, directory)
     vl_inputs: dict[str, Any] | None = None
-    if name == "vl":
-        processor = _make_processor(directory, template)
+    if processor is not None:
         batch, vl_inputs = train.encode_vl(examples, processor, tok)
     else:
         batch = train.encode(examples, lambda ex: (tok.encode(ex.prompt, add_special_tokens=False).ids, {}), tok)
@@ -89,15 +106,10 @@ def build_into(name: str, directory: Path, *, device: str | None, log: Callable[
     stats = train.train(model, batch, vl_inputs, dev, log=log)
     model.config.architectures = [type(model).__name__]
     train.save_dir_files(directory, model)
-    if name == "vl":
+    if processor is not None:
         processor.save_pretrained(str(directory))
         _rename_vision_keys(directory)
-        for fname in ("preprocessor_config.json", "processor_config.json"):
-            path = directory / fname
-            if path.is_file():  # let AutoImageProcessor pick the class by model type (names differ across versions)
-                data = json.loads(path.read_text())
-                data.get("image_processor", data).pop("image_processor_type", None)
-                path.write_text(json.dumps(data, indent=2) + "\n")
+        _untype_processor_configs(directory)
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 7, "pad_token_id": 0, "do_sample": False}, indent=2) + "\n"
     )
