@@ -163,8 +163,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests by runtime configuration (each launches once), servers before engines. (One model per xdist
-    worker comes from the xdist_group mark on each lfm_launch parameter.)"""
+    """Group tests by runtime configuration (each launches once): servers, then engines, then tests that drive the
+    runtime pool themselves (they stop whatever runs). (One model per xdist worker comes from the xdist_group mark
+    on each lfm_launch parameter.)"""
     order: dict[str, int] = {}
 
     def key(item: pytest.Item) -> tuple[int, int]:
@@ -172,8 +173,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         launch = callspec.params.get("lfm_launch") if callspec else None
         if not isinstance(launch, LaunchConfig):
             return (-1, 0)
-        uses_engine = "lfm_engine" in getattr(item, "fixturenames", ())
-        return (order.setdefault(launch.id, len(order)), int(uses_engine))
+        own_args = inspect.signature(item.obj).parameters if isinstance(item, pytest.Function) else {}
+        phase = (2 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
+                 else 1 if "lfm_engine" in getattr(item, "fixturenames", ()) else 0)
+        return (order.setdefault(launch.id, len(order)), phase)
 
     items.sort(key=key)
     if getattr(config.option, "loadgroup", False):
