@@ -182,6 +182,18 @@ def render_markdown(diff: Diff) -> str:
                   ["check", "old fingerprint", "new fingerprint", "old tokens", "new tokens"],
                   [[c.nodeid, c.old_fingerprint, c.new_fingerprint, c.old_tokens, c.new_tokens]
                    for c in diff.prompts]),
-        *_section("Other verdict changes", status_header, status_rows(diff.other_changes)),
+        *_section("Other verdict changes", status_header,
+                  status_rows([c for c in diff.other_changes if ABSENT not in (c.old, c.new)])),
+        *_one_sided(diff.other_changes),
     ]
     return "\n".join(lines)
+
+
+def _one_sided(changes: list[StatusChange], examples: int = 10) -> list[str]:
+    """Checks that only one of the reports holds (different selections), counted rather than listed in full."""
+    lines = ["## Checks in only one report", ""]
+    for side, label in (("old", "only in the old report"), ("new", "only in the new report")):
+        ids = [c.nodeid for c in changes if (c.new if side == "old" else c.old) == ABSENT]
+        shown = ", ".join(f"`{i}`" for i in ids[:examples]) + (", ..." if len(ids) > examples else "")
+        lines.append(f"- {len(ids)} {label}" + (f": {shown}" if ids else ""))
+    return [*lines, ""]

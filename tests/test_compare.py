@@ -90,8 +90,10 @@ def test_markdown_lists_every_section() -> None:
     for part in ("sglang 0.5.14", "sglang 0.5.17", "## Newly failing (1)", "## Newly passing (1)",
                  "## Expected failures now passing (1)", "## Latency changes beyond the threshold (4)",
                  "| t::latency | mean_tpot_ms | 1.200 | 1.500 | +25.0% | worse |",
-                 "| t::tools_prompt | aaaaaaaaaaaa | cccccccccccc | 227 | 257 |"):
+                 "| t::tools_prompt | aaaaaaaaaaaa | cccccccccccc | 227 | 257 |",
+                 "## Checks in only one report", "- 1 only in the old report: `t::gone`"):
         assert part in text, part
+    assert "| t::gone |" not in text  # counted, not listed as a verdict change
 
 
 def test_cli_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
