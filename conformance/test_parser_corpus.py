@@ -2,7 +2,8 @@
 
 The expected parse of each output comes from the LFM2 format (parser_corpus.json names the source of each case),
 not from what the parser does today. Known upstream bugs are xfail(strict=False) with the issue in the reason, so
-an sglang upgrade that fixes one shows up as XPASS.
+an sglang upgrade that fixes one shows up as XPASS. A bug the corpus records as fixed (``fixed_in``) is xfailed only
+below that sglang release (importlib.metadata's version of sglang).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from pytest_lfm.checks import StreamedCall, assert_calls_equal, assert_content_equal, check
 
@@ -45,15 +47,24 @@ CASES = [Case(c["id"], c["source"], c["output"], c["content"], tuple(c["calls"])
          for c in CORPUS["cases"]]
 
 
-def _xfail(case: Case, check: str, size: int | None) -> list[pytest.MarkDecorator]:
-    """The xfail mark of a known upstream bug, for every chunk size or only the sizes the corpus names."""
+def _xfail(case: Case, check: str, size: int | None, sglang: str = SGLANG) -> list[pytest.MarkDecorator]:
+    """The xfail mark of a known upstream bug, for every chunk size or only the sizes the corpus names, and only
+    while the installed sglang is older than the release the corpus records as fixing it (``fixed_in``)."""
     entry = case.xfail.get(check)
     if entry is None:
         return []
-    reason, sizes = (entry, None) if isinstance(entry, str) else (entry["reason"], entry.get("chunks"))
+    if isinstance(entry, str):
+        entry = {"reason": entry}
+    sizes = entry.get("chunks")
     if sizes is not None and size not in sizes:
         return []
-    return [pytest.mark.xfail(strict=False, reason=f"sglang {SGLANG}: {reason}")]
+    fixed_in = entry.get("fixed_in")
+    if fixed_in is not None and Version(sglang) >= Version(fixed_in):
+        return []
+    reason = f"{entry['issue']}: {entry['reason']}" if "issue" in entry else entry["reason"]
+    if fixed_in is not None:
+        reason += f"; fixed in sglang {fixed_in}"
+    return [pytest.mark.xfail(strict=False, reason=f"sglang {sglang}: {reason}")]
 
 
 def _params(check: str, *, streamed: bool, only_calls: bool = False) -> list[Any]:

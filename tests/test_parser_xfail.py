@@ -1,0 +1,77 @@
+"""The parser corpus xfails a known sglang bug only below the release the corpus records as fixing it (``fixed_in``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "sglang.srt.function_call.lfm2_detector",
+    reason="the parser corpus needs sglang's Lfm2Detector; it is not importable here",
+)
+
+from pytest_lfm.conformance import test_parser_corpus as corpus
+
+FIXED = "pythonic-unary-plus"  # dropped by sglang 0.5.17, parsed by 0.5.23 (sglang #34237)
+OPEN = "text-after-call"  # sglang #40295, no fixed_in: xfailed on every version
+CORPUS_DIR = Path(corpus.__file__).parent
+
+
+def _case(case_id: str) -> corpus.Case:
+    return next(case for case in corpus.CASES if case.id == case_id)
+
+
+def test_the_fixed_bug_records_its_issue_and_release() -> None:
+    for check in ("nonstream", "stream"):
+        entry = _case(FIXED).xfail[check]
+        assert entry["fixed_in"] == "0.5.23"
+        assert entry["issue"].startswith("sglang #34237")
+
+
+@pytest.mark.parametrize("sglang", ["0.5.17", "0.5.22", "0.5.23rc1"])
+def test_below_fixed_in_the_case_is_xfailed_whole_and_streamed(sglang: str) -> None:
+    case = _case(FIXED)
+    marks = [corpus._xfail(case, "nonstream", None, sglang)]
+    marks += [corpus._xfail(case, "stream", size, sglang) for size in corpus.CHUNK_SIZES]
+    for mark in marks:
+        assert len(mark) == 1
+        assert mark[0].name == "xfail"
+        assert mark[0].kwargs["strict"] is False
+        assert mark[0].kwargs["reason"].startswith(f"sglang {sglang}: sglang #34237")
+        assert "fixed in sglang 0.5.23" in mark[0].kwargs["reason"]
+
+
+@pytest.mark.parametrize("sglang", ["0.5.23", "0.5.23.post1", "0.6.0"])
+def test_at_or_above_fixed_in_the_case_is_not_xfailed(sglang: str) -> None:
+    case = _case(FIXED)
+    assert corpus._xfail(case, "nonstream", None, sglang) == []
+    assert all(corpus._xfail(case, "stream", size, sglang) == [] for size in corpus.CHUNK_SIZES)
+
+
+def test_a_bug_without_fixed_in_stays_xfailed_on_any_version() -> None:
+    (mark,) = corpus._xfail(_case(OPEN), "nonstream", None, "99.0")
+    assert "sglang #40295" in mark.kwargs["reason"]
+
+
+@pytest.mark.parametrize(("sglang", "xfail_marked"), [("0.5.17", 10), ("0.5.23", 0)])
+def test_the_corpus_run_applies_the_mark_from_the_installed_version(
+    pytester: pytest.Pytester, sglang: str, xfail_marked: int,
+) -> None:
+    """End to end: the corpus module reads sglang's version through importlib.metadata at collection; 10 = the
+    whole-output test plus 9 chunk sizes of the streamed one (the index test has no entry for this case)."""
+    for name in ("test_parser_corpus.py", "parser_corpus.json"):
+        shutil.copy(CORPUS_DIR / name, pytester.path / name)
+    pytester.makeconftest(f"""
+        from importlib import metadata
+
+        _version = metadata.version
+        metadata.version = lambda name: {sglang!r} if name == "sglang" else _version(name)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:lfm", "-rxX", "-k", FIXED)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed", 0) + outcomes.get("xpassed", 0) == xfail_marked, result.stdout.str()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 19 - xfail_marked, result.stdout.str()
+    if xfail_marked:
+        result.stdout.fnmatch_lines([f"*sglang {sglang}: sglang #34237*fixed in sglang 0.5.23*"])
