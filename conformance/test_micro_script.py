@@ -15,6 +15,7 @@ import pytest
 
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Script, load_script
+from pytest_lfm.report import note
 
 
 def _answer(response: Any) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def _answer(response: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("turn_id", [t.id for t in load_script().turns])
 def test_scripted_turn_reproduces_exactly(
-    turn_id: str, lfm_model: ModelSpec, lfm_script: Script, lfm_client: openai.OpenAI, lfm_model_name: str,
+    request: pytest.FixtureRequest, turn_id: str, lfm_model: ModelSpec, lfm_script: Script,
+    lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
     """Source: the micro checkpoints' script (pytest_lfm/micro/script.json); format per Liquid's LFM2 docs."""
     turn = lfm_script.get(turn_id)
@@ -36,14 +38,15 @@ def test_scripted_turn_reproduces_exactly(
         pytest.skip("scripted answers exist for micro checkpoints only")
     if lfm_model.micro not in turn.checkpoints:
         pytest.skip(f"{lfm_model.id} is not trained on {turn_id}")
-    request = turn.request(lfm_model_name)
-    got = _answer(lfm_client.chat.completions.create(**request))
+    note(request, "scripted_turn", {"checkpoint": lfm_model.id, "turn": turn_id})  # the report's per-checkpoint table
+    sent = turn.request(lfm_model_name)
+    got = _answer(lfm_client.chat.completions.create(**sent))
     expected = {
         "content": turn.content or None,
         "tool_calls": [dict(c) for c in turn.tool_calls],
         "finish_reason": "tool_calls" if turn.tool_calls else "stop",
     }
-    shown = {k: v for k, v in request.items() if k != "messages"} | {"last message": request["messages"][-1]}
+    shown = {k: v for k, v in sent.items() if k != "messages"} | {"last message": sent["messages"][-1]}
     assert got == expected, (
         f"scripted turn {turn_id} did not reproduce\nrequest: {json.dumps(shown, default=str)[:1500]}\n"
         f"expected: {json.dumps(expected)}\ngot:      {json.dumps(got)}"

@@ -184,6 +184,7 @@ class Report:
             "summary": summary,
             "checks": [asdict(c) for c in checks],
             "latency": latency_rows(checks),
+            "scripted_turns": scripted_turn_rows(checks),
         }
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the suite properties must be in it
@@ -258,6 +259,25 @@ def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
     return rows
 
 
+def scripted_turn_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """Per micro checkpoint: the scripted turns sent through the runtime, how many came back exactly, which not."""
+    table: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        turn = check.notes.get("scripted_turn")
+        if not isinstance(turn, dict) or check.status not in ("pass", "fail"):
+            continue
+        row = table.setdefault(turn["checkpoint"], {"checkpoint": turn["checkpoint"], "turns": 0, "exact": 0,
+                                                     "missed": []})
+        row["turns"] += 1
+        if check.status == "pass":
+            row["exact"] += 1
+        else:
+            row["missed"].append(turn["turn"])
+    for row in table.values():
+        row["percent"] = round(100 * row["exact"] / row["turns"], 1)
+    return [table[k] for k in sorted(table)]
+
+
 def register(config: pytest.Config) -> Report:
     """Register the report session object (once per process); call from ``pytest_configure``."""
     existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
@@ -323,6 +343,11 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     if data["latency"]:
         lines += ["## Latency (mean over requests; bench_serving definitions)", "", *_latency_table(data["latency"]),
                   ""]
+    if data.get("scripted_turns"):
+        lines += ["## Micro checkpoints: scripted turns through the runtime (temperature 0)", "",
+                  *_table(["checkpoint", "turns", "exact", "percent", "missed"],
+                          ((r["checkpoint"], r["turns"], r["exact"], r["percent"], ", ".join(r["missed"]) or "-")
+                           for r in data["scripted_turns"])), ""]
     lines += ["## All checks", "",
               *_table(["check", "status", "s", "prompt", "tokens"],
                       ((c["nodeid"], c["status"], c["duration_s"], c["notes"].get("prompt_fingerprint"),

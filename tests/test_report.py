@@ -173,3 +173,16 @@ def test_note_needs_json_values() -> None:
     with pytest.raises(TypeError, match="JSON-serializable"):
         report.note(item, "bad", object())
     assert report.notes_of([("lfm:a", 1), ("other", 2), ("lfm:a", 3)]) == {"a": 3}
+
+
+def test_scripted_turn_table_counts_exact_turns_per_checkpoint() -> None:
+    from pytest_lfm.report import Check, scripted_turn_rows
+
+    def turn(model: str, tid: str, status: str) -> Check:
+        return Check(f"t[{model}-{tid}]", status, notes={"scripted_turn": {"checkpoint": model, "turn": tid}})
+
+    rows = scripted_turn_rows([turn("micro-vl", "a", "pass"), turn("micro-vl", "b", "fail"),
+                               turn("micro-dense", "a", "pass"), turn("micro-dense", "c", "skip"),
+                               Check("t::other", "fail")])
+    assert rows == [{"checkpoint": "micro-dense", "turns": 1, "exact": 1, "missed": [], "percent": 100.0},
+                    {"checkpoint": "micro-vl", "turns": 2, "exact": 1, "missed": ["b"], "percent": 50.0}]
