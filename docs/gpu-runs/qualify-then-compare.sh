@@ -12,12 +12,12 @@ snap() { rm -rf "$1"; mkdir -p "$1"; tar -C "$PWD" --exclude=./.gpu --exclude=./
 snap /tmp/lfm-repo-c
 (cd /tmp/lfm-repo-c && LFM_RUN_LIMIT=$CLIM bash docs/gpu-runs/run.sh "$OUT/c-0.5.17" conformance \
   --lfm-model micro-vl --lfm-model micro-moe --lfm-model micro-dense \
-  --lfm-record "$OUT/c-0.5.17/recordings" -m "lfm_fidelity or not lfm_fidelity" \
+  --timeout 480 --lfm-record "$OUT/c-0.5.17/recordings" -m "lfm_fidelity or not lfm_fidelity" \
   -k "not (micro-moe and (test_dtype or low_latency or fidelity or shutdown)) and not (micro-vl and (test_dtype or low_latency))")
 bash .gpu/o514/install.sh > "$OUT/install-0.5.14.log" 2>&1
 snap /tmp/lfm-repo-d
 (cd /tmp/lfm-repo-d && PYTHONPATH=/tmp/lfm-514:/tmp/lfm-site SKIP_BUILD=1 LFM_RUN_LIMIT=$DLIM \
-  bash docs/gpu-runs/run.sh "$OUT/d-0.5.14" conformance --lfm-model micro-dense \
+  bash docs/gpu-runs/run.sh "$OUT/d-0.5.14" conformance --lfm-model micro-dense --timeout 480 \
   -k "test_chat or test_streaming or test_tools or test_micro_script or test_parser_corpus or (test_latency_within_budget and not low_latency)")
 (cd /tmp/lfm-repo-d && python3 -m pytest_lfm.cli compare "$OUT"/d-0.5.14/report/*.json "$OUT"/c-0.5.17/report/*.json \
   > "$OUT/compare-0.5.14-to-0.5.17.md" 2>&1; echo "compare exit $?" >> "$OUT/compare-0.5.14-to-0.5.17.md")
