@@ -6,16 +6,27 @@ of a recording directory (``--lfm-record DIR``) it applies to and writes the mut
 
     python tests/faults.py list
     python tests/faults.py mutate NAME RECORDING_DIR MUTANT_DIR
+    python tests/faults.py catch [RECORDING_DIR] [--json REPORT]   # the catch rate (default: newest GPU run)
+
+``catch`` replays the conformance suites on the recording (which must pass), then on each mutant, and counts a
+mutant caught when at least one check fails on it with something other than a replay miss. A fault with no exchange
+to corrupt in the recording is not applicable there: reported, never counted.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
 import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -577,6 +588,142 @@ def mutate_recording(name: str, recording: Path, mutant: Path) -> set[str]:
     return touched
 
 
+# ---------------------------------------------------------------- the catch rate
+
+ROOT = Path(__file__).resolve().parents[1]
+MISS = "pytest-lfm replay:"  # how UnrecordedRequest messages start: a miss is not a caught fault
+
+
+def recordings(root: Path = ROOT) -> list[Path]:
+    """The GPU runs' recordings (``docs/gpu-runs/<run>/recordings``), oldest first (runs are named by date)."""
+    found = [p for p in (root / "docs" / "gpu-runs").glob("*/recordings") if p.is_dir() and stores(p)]
+    return sorted(found, key=lambda p: (p.parent.name, p.stat().st_mtime))
+
+
+def default_recording(root: Path = ROOT) -> Path | None:
+    """``$LFM_FAULT_RECORDINGS``, else the newest GPU run's recordings (None where there is none)."""
+    if os.environ.get("LFM_FAULT_RECORDINGS"):
+        return Path(os.environ["LFM_FAULT_RECORDINGS"]).resolve()
+    found = recordings(root)
+    return found[-1] if found else None
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    seconds: float = 0.0
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # test -> (outcome, message)
+
+    def failures(self) -> dict[str, str]:
+        return {t: m for t, (o, m) in self.outcomes.items() if o in ("failure", "error")}
+
+    def caught(self) -> dict[str, str]:
+        return {t: m for t, m in self.failures().items() if MISS not in m}
+
+
+def selection(recording: Path) -> list[str]:
+    """The --lfm-model/--lfm-dtype options that select every configuration the recording holds."""
+    metas = [json.loads((s / "meta.json").read_text()) for s in stores(recording)]
+    args = [a for m in sorted({str(m.get("model", m["model_id"])) for m in metas}) for a in ("--lfm-model", m)]
+    dtypes = {m.get("dtype", "bfloat16") for m in metas}
+    return [*args, "--lfm-dtype", "both" if len(dtypes) > 1 else dtypes.pop()]
+
+
+def run_suites(replay: Path, tests: list[str], work: Path, *, maxfail: int = 0) -> SuiteRun:
+    """The conformance suites (or just ``tests``) replayed from ``replay`` in a subprocess."""
+    work.mkdir(parents=True, exist_ok=True)
+    junit = work / "junit.xml"
+    junit.unlink(missing_ok=True)
+    targets = tests or ["conformance", "--ignore", "conformance/test_parser_corpus.py"]  # the corpus sends nothing
+    command = [sys.executable, "-m", "pytest", *targets, "--lfm-replay", str(replay), *selection(replay),
+               "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-q", "-o", "junit_family=xunit2",
+               f"--junitxml={junit}", *([f"--maxfail={maxfail}"] if maxfail else [])]
+    # no inherited --lfm-* settings, addopts or xdist worker identity
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LFM_", "PYTEST_"))}
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    run = SuiteRun(proc.returncode, proc.stdout[-4000:] + proc.stderr[-2000:], time.monotonic() - started)
+    if junit.is_file():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            test = f"{case.get('classname')}::{case.get('name')}"
+            outcome, message = "passed", ""
+            for child in case:
+                if child.tag in ("failure", "error", "skipped"):
+                    outcome, message = child.tag, f"{child.get('message', '')}\n{child.text or ''}"
+            run.outcomes[test] = (outcome, message)
+    return run
+
+
+def catch_one(name: str, recording: Path, work: Path) -> dict[str, Any]:
+    """Fault ``name`` written into ``recording`` and the suites replayed on the tests it touched."""
+    fault_ = FAULTS[name]
+    started = time.monotonic()
+    touched = mutate_recording(name, recording, work / "recording")
+    result: dict[str, Any] = {"description": fault_.description, "trips": fault_.trips,
+                              "tests_changed": len(touched), "applicable": bool(touched), "caught": False,
+                              "caught_by": [], "misses": [], "seconds": 0.0}
+    if touched:
+        tests = sorted(touched)
+        run = run_suites(work / "recording", tests, work, maxfail=1)
+        if run.failures() and not run.caught():  # stopped on a replay miss: look further
+            run = run_suites(work / "recording", tests, work)
+        result["caught_by"] = sorted(run.caught())[:5]
+        result["caught"] = bool(run.caught())
+        result["misses"] = sorted(set(run.failures()) - set(run.caught()))[:5]
+        if not run.outcomes:
+            result["output"] = run.output
+        elif not result["caught"]:
+            result["outcomes"] = {o: sum(1 for v, _ in run.outcomes.values() if v == o)
+                                  for o in ("passed", "skipped", "failure", "error")}
+    shutil.rmtree(work / "recording", ignore_errors=True)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def catch(recording: Path, names: list[str] | None = None, *, jobs: int = 2,
+          work: Path | None = None) -> dict[str, Any]:
+    """The catch rate of the catalogue (or ``names``) on ``recording``: a JSON-ready report."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lfm-faults-") as scratch:
+        base = work or Path(scratch)
+        baseline = run_suites(recording, [], base / "baseline")
+        report: dict[str, Any] = {
+            "recording": str(recording), "baseline": {
+                "returncode": baseline.returncode, "seconds": round(baseline.seconds, 1),
+                "passed": sum(1 for o, _ in baseline.outcomes.values() if o == "passed"),
+                "failures": {t: m[:500] for t, m in baseline.failures().items()}},
+            "faults": {}}
+        if baseline.failures() or not report["baseline"]["passed"]:
+            report["baseline"]["output"] = baseline.output
+        else:
+            chosen = sorted(names or FAULTS)
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                results = pool.map(lambda n: catch_one(n, recording, base / n), chosen)
+                report["faults"] = dict(zip(chosen, results, strict=True))
+    faults = report["faults"]
+    applicable = sorted(n for n, r in faults.items() if r["applicable"])
+    report["caught"] = sorted(n for n in applicable if faults[n]["caught"])
+    report["missed"] = sorted(n for n in applicable if not faults[n]["caught"])
+    report["not_applicable"] = sorted(n for n, r in faults.items() if not r["applicable"])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["summary"] = catch_line(report)
+    return report
+
+
+def catch_line(report: dict[str, Any]) -> str:
+    caught, missed, na = report["caught"], report["missed"], report["not_applicable"]
+    applicable = len(caught) + len(missed)
+    line = (f"catch_rate: {len(caught)}/{applicable} applicable mutants caught"
+            f" ({100 * len(caught) / applicable:.0f}%)" if applicable else "catch_rate: no applicable mutant")
+    line += f" of {len(report['faults'])} faults"
+    if missed:
+        line += f"; missed: {', '.join(missed)}"
+    if na:
+        line += f"; not applicable to this recording: {', '.join(na)}"
+    return line + f" [{report['seconds']:.0f}s]"
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["list"]:
         for f in FAULTS.values():
@@ -587,6 +734,27 @@ def main(argv: list[str]) -> int:
         print(f"{argv[1]}: {len(touched)} tests' exchanges changed")
         print("\n".join(sorted(touched)))
         return 0
+    if argv[:1] == ["catch"]:
+        rest = argv[1:]
+        out = None
+        if "--json" in rest:
+            at = rest.index("--json")
+            out, rest = Path(rest[at + 1]), rest[:at] + rest[at + 2:]
+        recording = Path(rest[0]).resolve() if rest else default_recording()
+        if recording is None:
+            print("no docs/gpu-runs/*/recordings and no $LFM_FAULT_RECORDINGS", file=sys.stderr)
+            return 2
+        report = catch(recording)
+        if out is not None:
+            out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        if report["baseline"]["failures"] or not report["baseline"]["passed"]:
+            print(f"the unmutated recording {recording} does not pass the suites:\n{report['baseline']}")
+            return 1
+        for name, r in report["faults"].items():
+            state = "caught" if r["caught"] else "MISSED" if r["applicable"] else "n/a"
+            print(f"{state:7} {name} ({r['tests_changed']} tests changed, {r['seconds']}s) {r['caught_by'][:1]}")
+        print(f"{recording}: {report['summary']}")
+        return 0 if not report["missed"] else 1
     print(__doc__, file=sys.stderr)
     return 2
 
