@@ -39,6 +39,7 @@ def server_outputs(
     server = lfm_server
     if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
         server = lfm_runtime_pool.server(lfm_launch)
+    server.check_alive()  # a server that died earlier in the session: its log tail, not a refused connection
     with httpx.Client(base_url=server.base_url, timeout=120) as http:
         yield [http.post("/generate", json={"text": p, "sampling_params": GREEDY}).raise_for_status().json()["text"]
                for p in prompts]

@@ -155,9 +155,10 @@ def test_image_from_http_url_is_fetched_and_answered(
     urls = [image_server.add(name, spec.render()) for name, spec in zip(names, turn.images, strict=True)]
     request = turn.request(lfm_model_name, messages=with_image_urls(turn.messages, urls))
     choice = checks.only_choice(_ask(lfm_client, request), request=request)
-    checks.check(all(image_server.hits(name) >= 1 for name in names), "the server did not fetch the image URLs",
-                 request=request, expected="at least one GET per image",
-                 got={name: image_server.hits(name) for name in names})
+    if not lfm_settings.replay_dir:  # a replayed answer fetches nothing: the recorded run checked the GETs
+        checks.check(all(image_server.hits(name) >= 1 for name in names), "the server did not fetch the image URLs",
+                     request=request, expected="at least one GET per image",
+                     got={name: image_server.hits(name) for name in names})
     _check_answer(choice.message.content, choice.finish_reason, turn, lfm_model, request=request)
 
 

@@ -53,6 +53,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     diff = compare(args.old, args.new, args.threshold)
     print(render_markdown(diff))
+    if args.same_verdicts:
+        return 1 if diff.verdict_changes else 0
     return 1 if diff.regressed else 0
 
 
@@ -78,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     compare_p.add_argument("new", metavar="NEW.json")
     compare_p.add_argument("--threshold", type=float, default=0.05,
                            help="relative latency change worth listing (default 0.05 = 5%%)")
+    compare_p.add_argument("--same-verdicts", action="store_true",
+                           help="exit 1 when any check both reports hold has another verdict (replay vs its GPU run)")
     compare_p.set_defaults(func=_compare)
     return top
 

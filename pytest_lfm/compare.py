@@ -75,6 +75,12 @@ class Diff:
         """True when a check newly fails or a latency figure got worse beyond the threshold."""
         return bool(self.newly_failing) or any(c.worse for c in self.latency)
 
+    @property
+    def verdict_changes(self) -> list[StatusChange]:
+        """Every check both reports hold whose verdict differs (e.g. a replay against the run it was recorded in)."""
+        return [*self.newly_failing, *self.newly_passing, *self.xfails_passing,
+                *(c for c in self.other_changes if ABSENT not in (c.old, c.new))]
+
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read a report JSON written by pytest-lfm."""
@@ -97,7 +103,9 @@ def _status_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) 
         if before == after:
             continue
         change = StatusChange(nodeid, before, after, new[nodeid].get("reason", "") if nodeid in new else "")
-        if after == "fail":
+        if ABSENT in (before, after):  # run in one report only (another selection): counted, not a verdict change
+            diff.other_changes.append(change)
+        elif after == "fail":
             diff.newly_failing.append(change)
         elif before == "xfail" and after in PASSING:
             diff.xfails_passing.append(change)
@@ -126,8 +134,8 @@ def _prompt_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) 
     for nodeid in sorted(set(old) & set(new)):
         a, b = old[nodeid].get("notes", {}), new[nodeid].get("notes", {})
         keys = ("prompt_fingerprint", "prompt_tokens")
-        if not any(k in a or k in b for k in keys):
-            continue
+        if not any(k in a for k in keys) or not any(k in b for k in keys):
+            continue  # a run that never got to render the prompt (e.g. its server did not start) has nothing to compare
         if a.get("prompt_fingerprint") != b.get("prompt_fingerprint") or a.get("prompt_tokens") != b.get(
                 "prompt_tokens"):
             diff.prompts.append(PromptChange(nodeid, a.get("prompt_fingerprint"), b.get("prompt_fingerprint"),

@@ -163,7 +163,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests by runtime configuration (each launches once): servers, then engines, then tests that drive the
+    """Group tests by runtime configuration (each launches once): server checks, then load tests (pytest-benchmark:
+    a server that load brings down takes no functional check with it), then engines, then tests that drive the
     runtime pool themselves (they stop whatever runs). (One model per xdist worker comes from the xdist_group mark
     on each lfm_launch parameter.)"""
     order: dict[str, int] = {}
@@ -174,8 +175,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not isinstance(launch, LaunchConfig):
             return (-1, 0)
         own_args = inspect.signature(item.obj).parameters if isinstance(item, pytest.Function) else {}
-        phase = (2 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
-                 else 1 if "lfm_engine" in getattr(item, "fixturenames", ()) else 0)
+        names = getattr(item, "fixturenames", ())
+        phase = (3 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
+                 else 2 if "lfm_engine" in names else 1 if "benchmark" in names else 0)
         return (order.setdefault(launch.id, len(order)), phase)
 
     items.sort(key=key)

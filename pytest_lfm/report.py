@@ -117,6 +117,7 @@ class Report:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.checks: dict[str, Check] = {}
+        self.called: set[str] = set()  # tests whose call phase reported (an interrupted run stops before)
         self.launches: list[dict[str, Any]] = []
         self.started = time.time()
         self.paths: list[Path] = []
@@ -137,6 +138,8 @@ class Report:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check = self.checks.setdefault(report.nodeid, Check(report.nodeid))
+        if report.when == "call":
+            self.called.add(report.nodeid)
         check.duration_s = round(check.duration_s + report.duration, 3)
         check.notes.update(notes_of(report.user_properties))
         decided = verdict(report)
@@ -166,6 +169,9 @@ class Report:
 
         settings = self.config.stash[SETTINGS]
         checks = sorted(self.checks.values(), key=lambda c: c.nodeid)
+        for check in checks:
+            if check.status == "pass" and check.nodeid not in self.called:
+                check.status, check.reason = "fail", "not finished: the run was interrupted before this test ran"
         summary = {status: sum(1 for c in checks if c.status == status) for status in STATUSES}
         return {
             "schema": SCHEMA_VERSION,

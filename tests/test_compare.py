@@ -111,3 +111,21 @@ def test_load_rejects_other_json(tmp_path: Path) -> None:
     path.write_text(json.dumps({"benchmarks": []}))
     with pytest.raises(ValueError, match="not a pytest-lfm report"):
         load(path)
+
+
+def test_a_check_only_one_report_holds_is_not_a_verdict_change(tmp_path: Path) -> None:
+    old = report("0.5.14", [check("t::same", "pass")], [])
+    new = report("0.5.17", [check("t::same", "pass"), check("t::added", "fail", "boom")], [])
+    diff = compare(old, new)
+    assert not diff.newly_failing and not diff.regressed and not diff.verdict_changes
+    assert [(c.nodeid, c.old, c.new) for c in diff.other_changes] == [("t::added", "absent", "fail")]
+
+
+def test_same_verdicts_flag_fails_on_any_changed_verdict(tmp_path: Path) -> None:
+    old, new = tmp_path / "gpu.json", tmp_path / "replay.json"
+    old.write_text(json.dumps(report("0.5.17", [check("t::a", "pass"), check("t::b", "fail", "x")], [])))
+    new.write_text(json.dumps(report("0.5.17", [check("t::a", "pass"), check("t::b", "pass")], [])))
+    assert cli.main(["compare", str(old), str(new)]) == 0  # newly passing is no regression
+    assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 1
+    new.write_text(old.read_text())
+    assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 0

@@ -162,14 +162,15 @@ def test_tests_group_by_configuration_and_model_per_worker(pytester: pytest.Pyte
     assert len(blocks) == len(set(blocks)) == 6, configs
 
 
-def test_within_a_configuration_servers_come_first_then_engines_then_pool_drivers(pytester: pytest.Pytester) -> None:
+def test_within_a_configuration_servers_then_load_then_engines_then_pool_drivers(pytester: pytest.Pytester) -> None:
     # a test that stops the pool itself (the engine shutdown check) sorted among server tests would force the
     # server to launch twice: seen on the H100 (test_engine between test_chat and test_streaming)
     pytester.makepyfile(test_a="""
 def test_pool(lfm_runtime_pool, lfm_launch): pass
 def test_engine(lfm_engine): pass
+def test_load(lfm_server, benchmark): pass
 def test_server(lfm_server): pass
 """, test_b="def test_server_b(lfm_server): pass\n")
     result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "-p", "no:cacheprovider")
     names = [line.split("::")[1].split("[")[0] for line in result.outlines if "::" in line]
-    assert names == ["test_server", "test_server_b", "test_engine", "test_pool"], names
+    assert names == ["test_server", "test_server_b", "test_load", "test_engine", "test_pool"], names

@@ -444,3 +444,15 @@ def test_a_suite_recorded_in_one_pytest_run_replays_in_another(
     changed.assert_outcomes(passed=1, failed=1)
     changed.stdout.fnmatch_lines(["*test_suite.py::test_repeated[[]2[]] sent POST /v1/chat/completions*",
                                   "*re-record on a GPU host: pytest 'test_suite.py::test_repeated[[]2[]]'*"])
+
+
+def test_loopback_urls_are_keyed_without_their_port() -> None:
+    # the vision suite's image server listens on a new port each run: a replay must still find the recorded answer
+    from pytest_lfm.recording import canonical_body
+
+    def body(port: int, host: str = "127.0.0.1") -> bytes:
+        return json.dumps({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"http://{host}:{port}/red.png"}}]}]}).encode()
+
+    assert canonical_body(body(41105))[0] == canonical_body(body(36245))[0]
+    assert canonical_body(body(41105))[0] != canonical_body(body(41105, "example.com"))[0]
