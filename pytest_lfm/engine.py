@@ -87,6 +87,19 @@ def _descendants() -> set[psutil.Process]:
     return {p for p in psutil.Process().children(recursive=True) if p.pid != tracker}
 
 
+def release_cached_cuda_memory() -> None:
+    """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
+    image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
+    process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back."""
+    import gc
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 class SglangEngine:
     """``sgl.Engine(model_path=..., dtype=..., **engine_kwargs)`` started at construction with ``gpus`` as
     CUDA_VISIBLE_DEVICES and ``env`` set while it spawns its processes; stop() shuts it down, kills the processes it
@@ -135,6 +148,7 @@ class SglangEngine:
             self.engine.shutdown()
         finally:
             stubborn = sweep(spawned)
+        release_cached_cuda_memory()
         if stubborn:
             warnings.warn(RuntimeLeftoverWarning(f"{self!r}: processes would not die: {[p.pid for p in stubborn]}"),
                           stacklevel=2)

@@ -1,0 +1,32 @@
+"""SglangEngine.stop() gives the calling process's cached CUDA memory back (no GPU needed: torch is faked)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from pytest_lfm.engine import release_cached_cuda_memory
+
+
+def fake_torch(initialized: bool, calls: list[str]) -> types.ModuleType:
+    torch = types.ModuleType("torch")
+    torch.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
+        is_initialized=lambda: initialized, empty_cache=lambda: calls.append("empty_cache"))
+    return torch
+
+
+@pytest.mark.parametrize(("initialized", "expected"), [(True, ["empty_cache"]), (False, [])])
+def test_cached_cuda_memory_is_released_only_where_cuda_was_used(
+    monkeypatch: pytest.MonkeyPatch, initialized: bool, expected: list[str]
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(initialized, calls))
+    release_cached_cuda_memory()
+    assert calls == expected
+
+
+def test_no_torch_imported_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    release_cached_cuda_memory()
