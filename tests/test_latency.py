@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -280,8 +281,14 @@ def test_fidelity_ratios() -> None:
     assert ratios == pytest.approx({"ttft": 1.0, "tpot": 1 / 0.98, "e2e": 1.0})
 
 
-def test_fidelity_against_bench_serving_on_a_fake_server(fake_server: str, tmp_path: Any) -> None:
-    """End to end on CPU: the installed sglang.bench_serving and the plugin measure the same fake server alike."""
+def test_fidelity_against_bench_serving_on_a_fake_server(
+    fake_server: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on CPU: the installed sglang.bench_serving and the plugin measure the same fake server alike.
+    The server's delays are long enough that a busy 2-core CI machine's scheduling noise stays well inside the 15%
+    (with 30 ms to the first token, CI once measured 1.44x)."""
+    monkeypatch.setattr(sys.modules[__name__], "FIRST", 0.25)
+    monkeypatch.setattr(sys.modules[__name__], "GAP", 0.05)
     pytest.importorskip("sglang.benchmark.serving", reason="sglang's bench_serving is not importable here")
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
