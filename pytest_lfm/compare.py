@@ -67,6 +67,7 @@ class Diff:
     newly_passing: list[StatusChange] = field(default_factory=list)
     xfails_passing: list[StatusChange] = field(default_factory=list)
     other_changes: list[StatusChange] = field(default_factory=list)
+    one_sided: list[StatusChange] = field(default_factory=list)  # checks only one report holds (another selection)
     latency: list[LatencyChange] = field(default_factory=list)
     prompts: list[PromptChange] = field(default_factory=list)
 
@@ -78,8 +79,7 @@ class Diff:
     @property
     def verdict_changes(self) -> list[StatusChange]:
         """Every check both reports hold whose verdict differs (e.g. a replay against the run it was recorded in)."""
-        return [*self.newly_failing, *self.newly_passing, *self.xfails_passing,
-                *(c for c in self.other_changes if ABSENT not in (c.old, c.new))]
+        return [*self.newly_failing, *self.newly_passing, *self.xfails_passing, *self.other_changes]
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -103,8 +103,8 @@ def _status_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) 
         if before == after:
             continue
         change = StatusChange(nodeid, before, after, new[nodeid].get("reason", "") if nodeid in new else "")
-        if ABSENT in (before, after):  # run in one report only (another selection): counted, not a verdict change
-            diff.other_changes.append(change)
+        if ABSENT in (before, after):
+            diff.one_sided.append(change)
         elif after == "fail":
             diff.newly_failing.append(change)
         elif before == "xfail" and after in PASSING:
@@ -190,9 +190,8 @@ def render_markdown(diff: Diff) -> str:
                   ["check", "old fingerprint", "new fingerprint", "old tokens", "new tokens"],
                   [[c.nodeid, c.old_fingerprint, c.new_fingerprint, c.old_tokens, c.new_tokens]
                    for c in diff.prompts]),
-        *_section("Other verdict changes", status_header,
-                  status_rows([c for c in diff.other_changes if ABSENT not in (c.old, c.new)])),
-        *_one_sided(diff.other_changes),
+        *_section("Other verdict changes", status_header, status_rows(diff.other_changes)),
+        *_one_sided(diff.one_sided),
     ]
     return "\n".join(lines)
 

@@ -56,8 +56,8 @@ def test_compare_groups_the_changes() -> None:
     assert "finish_reason" in diff.newly_failing[0].reason
     assert [c.nodeid for c in diff.newly_passing] == ["t::gets_fixed"]
     assert [(c.nodeid, c.new) for c in diff.xfails_passing] == [("t::upstream_bug", "xpass")]
-    assert {(c.nodeid, c.old, c.new) for c in diff.other_changes} == {("t::gone", "pass", "absent"),
-                                                                      ("t::new_check", "absent", "skip")}
+    assert {(c.nodeid, c.old, c.new) for c in diff.one_sided} == {("t::gone", "pass", "absent"),
+                                                                  ("t::new_check", "absent", "skip")}
     [prompt] = diff.prompts
     assert (prompt.nodeid, prompt.old_tokens, prompt.new_tokens) == ("t::tools_prompt", 227, 257)
     moved = {c.figure: c for c in diff.latency}
@@ -118,7 +118,7 @@ def test_a_check_only_one_report_holds_is_not_a_verdict_change(tmp_path: Path) -
     new = report("0.5.17", [check("t::same", "pass"), check("t::added", "fail", "boom")], [])
     diff = compare(old, new)
     assert not diff.newly_failing and not diff.regressed and not diff.verdict_changes
-    assert [(c.nodeid, c.old, c.new) for c in diff.other_changes] == [("t::added", "absent", "fail")]
+    assert [(c.nodeid, c.old, c.new) for c in diff.one_sided] == [("t::added", "absent", "fail")]
 
 
 def test_same_verdicts_flag_fails_on_any_changed_verdict(tmp_path: Path) -> None:
