@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from pytest_lfm import checks
 from pytest_lfm.micro.script import Turn
@@ -15,14 +18,46 @@ def _stream(client: openai.OpenAI, request: dict[str, object]) -> checks.Stream:
     return checks.assemble_stream(client.chat.completions.create(**request, stream=True))  # type: ignore[call-overload]
 
 
+def _stream_with_events(client: openai.OpenAI, request: dict[str, object]) -> tuple[checks.Stream, list[str]]:
+    """The stream read through the openai client's streaming-response API, which shows the server-sent events the
+    chunk iterator hides (it stops at ``data: [DONE]`` without yielding it, and ends as quietly without it): the
+    chunks assembled as ``_stream`` does, and the data of every event, in order."""
+    events: list[str] = []
+    data: list[str] = []
+    create = client.chat.completions.with_streaming_response.create
+    with create(**request, stream=True) as response:  # type: ignore[call-overload]
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line and data:
+                events.append("\n".join(data))
+                data = []
+    if data:
+        events.append("\n".join(data))
+    chunks = [ChatCompletionChunk.construct(**json.loads(e)) for e in events if e != "[DONE]"]
+    return checks.assemble_stream(chunks), events
+
+
 @pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
 def test_first_delta_carries_the_assistant_role(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """OpenAI streaming reference; FACTS.md (measured): the first chunk has delta.role 'assistant'."""
+    """OpenAI streaming reference; FACTS.md (measured): the first chunk has delta.role 'assistant'.
+
+    And the stream's framing, read as server-sent events: it ends with ``data: [DONE]`` (OpenAI streaming
+    reference: "the stream is terminated by a data: [DONE] message"; sglang 0.5.17 sends it, H100 recordings in
+    docs/gpu-runs), nothing after it, and every chunk carries the completion's id (OpenAI chat completion chunk
+    object: "Each chunk has the same ID"; sglang sends one id per n=1 stream)."""
     request = turn.request(lfm_model_name)
-    choice = _stream(lfm_client, request).only_choice()
+    stream, events = _stream_with_events(lfm_client, request)
+    choice = stream.only_choice()
     checks.check((choice.first_delta or {}).get("role") == "assistant" and choice.roles == ["assistant"],
                  "role of the first delta (and only the first)", request={**request, "stream": True},
                  expected="role 'assistant' in the first delta only", got=choice.first_delta)
+    checks.check(events[-1:] == ["[DONE]"] and events.count("[DONE]") == 1, "end of the stream",
+                 request={**request, "stream": True}, expected="data: [DONE] as the last event, once",
+                 got=events[-3:])
+    ids = list(dict.fromkeys(c.get("id") for c in stream.chunks))
+    checks.check(len(ids) == 1 and bool(ids[0]), "ids of the stream's chunks", request={**request, "stream": True},
+                 expected="one non-empty id shared by every chunk", got=ids)
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -41,9 +76,17 @@ def test_each_choice_gets_exactly_one_finish_chunk(
 
 @pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
 def test_include_usage_sends_one_final_usage_chunk(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """OpenAI streaming reference (stream_options.include_usage): one last chunk with usage and no choices."""
+    """OpenAI streaming reference (stream_options.include_usage): one last chunk with usage and no choices; it
+    carries the completion's id like every other chunk (OpenAI chat completion chunk object: "Each chunk has the
+    same ID"; sglang 0.5.17 sends one id per n=1 stream, the usage chunk's included).
+
+    Not checked for n=2: sglang 0.5.17 gives each choice of an n=2 stream its own id (``<request>_<choice>``,
+    the last finish chunk of choice 1 with choice 0's), H100 recordings in docs/gpu-runs."""
     request = turn.request(lfm_model_name, stream_options={"include_usage": True})
     stream = _stream(lfm_client, request)
+    ids = list(dict.fromkeys(c.get("id") for c in stream.chunks))
+    checks.check(len(ids) == 1 and bool(ids[0]), "ids of the stream's chunks", request={**request, "stream": True},
+                 expected="one non-empty id shared by every chunk, the usage chunk's included", got=ids)
     with_usage = [c for c in stream.chunks if c.get("usage")]
     ok = len(with_usage) == 1 and stream.chunks[-1] is with_usage[0] and not with_usage[0].get("choices")
     checks.check(ok, "usage chunks", request={**request, "stream": True},

@@ -6,11 +6,14 @@ of a recording directory (``--lfm-record DIR``) it applies to and writes the mut
 
     python tests/faults.py list
     python tests/faults.py mutate NAME RECORDING_DIR MUTANT_DIR
-    python tests/faults.py catch [RECORDING_DIR] [--json REPORT]   # the catch rate (default: newest GPU run)
+    python tests/faults.py catch [RECORDING_DIR ...] [--every-folder] [--json REPORT]   # default: every GPU run
 
-``catch`` replays the conformance suites on the recording (which must pass), then on each mutant, and counts a
-mutant caught when at least one check fails on it with something other than a replay miss. A fault with no exchange
-to corrupt in the recording is not applicable there: reported, never counted.
+``catch`` replays the conformance suites on each recordings folder (default: every folder named ``recordings`` under
+docs/gpu-runs, at any depth; each must pass), then on each fault's mutant of each folder it applies to, in path
+order, and counts a fault caught when at least one check fails, with something other than a replay miss, on its
+mutant of at least one folder; the folders after the one that caught it are not replayed (``--every-folder``: they
+are, to see where each fault is caught). A fault with no exchange to corrupt in any folder is not applicable:
+reported, never counted.
 """
 
 from __future__ import annotations
@@ -595,17 +598,28 @@ MISS = "pytest-lfm replay:"  # how UnrecordedRequest messages start: a miss is n
 
 
 def recordings(root: Path = ROOT) -> list[Path]:
-    """The GPU runs' recordings (``docs/gpu-runs/<run>/recordings``), oldest first (runs are named by date)."""
-    found = [p for p in (root / "docs" / "gpu-runs").glob("*/recordings") if p.is_dir() and stores(p)]
-    return sorted(found, key=lambda p: (p.parent.name, p.stat().st_mtime))
+    """Every GPU run's recordings: the folders named ``recordings`` at any depth under ``docs/gpu-runs`` that hold a
+    store (``<run>/recordings``, ``<run>/<part>/recordings``), sorted by path (runs are named by date)."""
+    base = root / "docs" / "gpu-runs"
+    found = [p for p in base.rglob("recordings") if p.is_dir() and stores(p)] if base.is_dir() else []
+    return sorted(found)
 
 
-def default_recording(root: Path = ROOT) -> Path | None:
-    """``$LFM_FAULT_RECORDINGS``, else the newest GPU run's recordings (None where there is none)."""
+def default_recordings(root: Path = ROOT) -> list[Path]:
+    """``$LFM_FAULT_RECORDINGS`` (one folder, or several joined by ``os.pathsep``), else every GPU run's
+    recordings (``recordings``; empty where there is none)."""
     if os.environ.get("LFM_FAULT_RECORDINGS"):
-        return Path(os.environ["LFM_FAULT_RECORDINGS"]).resolve()
-    found = recordings(root)
-    return found[-1] if found else None
+        return [Path(p).resolve() for p in os.environ["LFM_FAULT_RECORDINGS"].split(os.pathsep) if p]
+    return recordings(root)
+
+
+def label(recording: Path) -> str:
+    """A recordings folder as reports name it: relative to ``docs/gpu-runs`` (or the repository) where it lies
+    there."""
+    for base in (ROOT / "docs" / "gpu-runs", ROOT):
+        if recording.resolve().is_relative_to(base):
+            return str(recording.resolve().relative_to(base))
+    return str(recording)
 
 
 @dataclass
@@ -614,6 +628,7 @@ class SuiteRun:
     output: str
     seconds: float = 0.0
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # test -> (outcome, message)
+    durations: dict[str, float] = field(default_factory=dict)  # test -> seconds (setup and call)
 
     def failures(self) -> dict[str, str]:
         return {t: m for t, (o, m) in self.outcomes.items() if o in ("failure", "error")}
@@ -652,19 +667,34 @@ def run_suites(replay: Path, tests: list[str], work: Path, *, maxfail: int = 0) 
                 if child.tag in ("failure", "error", "skipped"):
                     outcome, message = child.tag, f"{child.get('message', '')}\n{child.text or ''}"
             run.outcomes[test] = (outcome, message)
+            run.durations[test] = float(case.get("time") or 0)
     return run
 
 
-def catch_one(name: str, recording: Path, work: Path) -> dict[str, Any]:
-    """Fault ``name`` written into ``recording`` and the suites replayed on the tests it touched."""
-    fault_ = FAULTS[name]
+def junit_name(node: str) -> str:
+    """A pytest node id (``conformance/test_x.py::test_y[p]``) as junit names it (``conformance.test_x::test_y[p]``)."""
+    path, _, rest = node.partition(".py::")
+    *classes, name = rest.split("::")
+    return f"{'.'.join([path.replace('/', '.'), *classes])}::{name}"
+
+
+def quickest_first(tests: set[str], durations: dict[str, float]) -> list[str]:
+    """``tests`` ordered by their baseline run time, quickest first, so that ``--maxfail=1`` stops at the first
+    failure before the slow tests (the tokenizer-loading ones) run: pytest runs node ids in the order given
+    (grouping them by parametrized session fixture)."""
+    return sorted(tests, key=lambda t: (durations.get(junit_name(t), 0.0), t))
+
+
+def catch_one(name: str, recording: Path, work: Path, *, replay: bool = True,
+              durations: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fault ``name`` written into ``recording`` and the suites replayed on the tests it touched, quickest first by
+    the baseline's ``durations`` (with ``replay`` false, only whether it applies: ``tried`` false)."""
     started = time.monotonic()
     touched = mutate_recording(name, recording, work / "recording")
-    result: dict[str, Any] = {"description": fault_.description, "trips": fault_.trips,
-                              "tests_changed": len(touched), "applicable": bool(touched), "caught": False,
-                              "caught_by": [], "misses": [], "seconds": 0.0}
-    if touched:
-        tests = sorted(touched)
+    result: dict[str, Any] = {"tests_changed": len(touched), "applicable": bool(touched), "tried": replay,
+                              "caught": False, "caught_by": [], "misses": [], "seconds": 0.0}
+    if touched and replay:
+        tests = quickest_first(touched, durations or {})
         run = run_suites(work / "recording", tests, work, maxfail=1)
         if run.failures() and not run.caught():  # stopped on a replay miss: look further
             run = run_suites(work / "recording", tests, work)
@@ -681,26 +711,60 @@ def catch_one(name: str, recording: Path, work: Path) -> dict[str, Any]:
     return result
 
 
-def catch(recording: Path, names: list[str] | None = None, *, jobs: int = 2,
-          work: Path | None = None) -> dict[str, Any]:
-    """The catch rate of the catalogue (or ``names``) on ``recording``: a JSON-ready report."""
+def catch_fault(name: str, folders: list[Path], work: Path, *, every: bool = False,
+                durations: list[dict[str, float]] | None = None) -> dict[str, Any]:
+    """Fault ``name`` on the recordings folders, in order: caught where the suites fail on its mutant of at least one
+    folder it applies to. The folders after the first that catches it are only checked for applying (``tried``
+    false), unless ``every``: then each is replayed, and the report says where it slips through."""
+    fault_ = FAULTS[name]
+    per: dict[str, dict[str, Any]] = {}
+    for i, folder in enumerate(folders):
+        done = not every and any(r["caught"] for r in per.values())
+        per[label(folder)] = catch_one(name, folder, work / str(i), replay=not done,
+                                       durations=durations[i] if durations else None)
+    applicable = [f for f, r in per.items() if r["applicable"]]
+    caught_in = [f for f in applicable if per[f]["caught"]]
+    return {"description": fault_.description, "trips": fault_.trips, "applicable": bool(applicable),
+            "caught": bool(caught_in), "applicable_in": applicable, "caught_in": caught_in,
+            "missed_in": [f for f in applicable if per[f]["tried"] and f not in caught_in],
+            "not_tried_in": [f for f in applicable if not per[f]["tried"]],
+            "tests_changed": sum(r["tests_changed"] for r in per.values()),
+            "caught_by": [t for f in caught_in for t in per[f]["caught_by"]][:5],
+            "misses": [t for r in per.values() for t in r["misses"]][:5],
+            "seconds": round(sum(r["seconds"] for r in per.values()), 1), "folders": per}
+
+
+def baseline_ok(report: dict[str, Any]) -> bool:
+    """Every unmutated recordings folder passes the suites (with at least one test run)."""
+    return bool(report["baseline"]) and all(not b["failures"] and b["passed"] for b in report["baseline"].values())
+
+
+def catch(recording: Path | list[Path], names: list[str] | None = None, *, jobs: int = 2,
+          work: Path | None = None, every: bool = False) -> dict[str, Any]:
+    """The catch rate of the catalogue (or ``names``) on the union of the recordings folders: a JSON-ready
+    report (``recording``: one folder or several). Each unmutated folder must pass; then each fault is written into
+    each folder it applies to and replayed there until one catches it (into every one with ``every``)."""
+    folders = [recording] if isinstance(recording, Path) else list(recording)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="lfm-faults-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="lfm-faults-") as scratch, \
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         base = work or Path(scratch)
-        baseline = run_suites(recording, [], base / "baseline")
-        report: dict[str, Any] = {
-            "recording": str(recording), "baseline": {
-                "returncode": baseline.returncode, "seconds": round(baseline.seconds, 1),
-                "passed": sum(1 for o, _ in baseline.outcomes.values() if o == "passed"),
-                "failures": {t: m[:500] for t, m in baseline.failures().items()}},
-            "faults": {}}
-        if baseline.failures() or not report["baseline"]["passed"]:
-            report["baseline"]["output"] = baseline.output
-        else:
+        baselines = list(pool.map(lambda i: run_suites(folders[i], [], base / "baseline" / str(i)),
+                                  range(len(folders))))
+        report: dict[str, Any] = {"recordings": [label(f) for f in folders], "every_folder": every, "baseline": {},
+                                  "faults": {}}
+        for folder, run in zip(folders, baselines, strict=True):
+            entry = report["baseline"][label(folder)] = {
+                "returncode": run.returncode, "seconds": round(run.seconds, 1),
+                "passed": sum(1 for o, _ in run.outcomes.values() if o == "passed"),
+                "failures": {t: m[:500] for t, m in run.failures().items()}}
+            if entry["failures"] or not entry["passed"]:
+                entry["output"] = run.output
+        if baseline_ok(report):
             chosen = sorted(names or FAULTS)
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-                results = pool.map(lambda n: catch_one(n, recording, base / n), chosen)
-                report["faults"] = dict(zip(chosen, results, strict=True))
+            durations = [run.durations for run in baselines]
+            results = pool.map(lambda n: catch_fault(n, folders, base / n, every=every, durations=durations), chosen)
+            report["faults"] = dict(zip(chosen, results, strict=True))
     faults = report["faults"]
     applicable = sorted(n for n, r in faults.items() if r["applicable"])
     report["caught"] = sorted(n for n in applicable if faults[n]["caught"])
@@ -716,11 +780,11 @@ def catch_line(report: dict[str, Any]) -> str:
     applicable = len(caught) + len(missed)
     line = (f"catch_rate: {len(caught)}/{applicable} applicable mutants caught"
             f" ({100 * len(caught) / applicable:.0f}%)" if applicable else "catch_rate: no applicable mutant")
-    line += f" of {len(report['faults'])} faults"
+    line += f" of {len(report['faults'])} faults on {len(report['recordings'])} recordings folder(s)"
     if missed:
         line += f"; missed: {', '.join(missed)}"
     if na:
-        line += f"; not applicable to this recording: {', '.join(na)}"
+        line += f"; not applicable to any folder: {', '.join(na)}"
     return line + f" [{report['seconds']:.0f}s]"
 
 
@@ -736,24 +800,29 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["catch"]:
         rest = argv[1:]
-        out = None
+        out, every = None, "--every-folder" in rest
+        rest = [a for a in rest if a != "--every-folder"]
         if "--json" in rest:
             at = rest.index("--json")
             out, rest = Path(rest[at + 1]), rest[:at] + rest[at + 2:]
-        recording = Path(rest[0]).resolve() if rest else default_recording()
-        if recording is None:
-            print("no docs/gpu-runs/*/recordings and no $LFM_FAULT_RECORDINGS", file=sys.stderr)
+        folders = [Path(r).resolve() for r in rest] or default_recordings()
+        if not folders:
+            print("no recordings folder under docs/gpu-runs and no $LFM_FAULT_RECORDINGS", file=sys.stderr)
             return 2
-        report = catch(recording)
+        report = catch(folders, every=every)
         if out is not None:
             out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        if report["baseline"]["failures"] or not report["baseline"]["passed"]:
-            print(f"the unmutated recording {recording} does not pass the suites:\n{report['baseline']}")
+        if not baseline_ok(report):
+            print(f"an unmutated recording does not pass the suites:\n{json.dumps(report['baseline'], indent=1)}")
             return 1
         for name, r in report["faults"].items():
             state = "caught" if r["caught"] else "MISSED" if r["applicable"] else "n/a"
-            print(f"{state:7} {name} ({r['tests_changed']} tests changed, {r['seconds']}s) {r['caught_by'][:1]}")
-        print(f"{recording}: {report['summary']}")
+            where = (f"caught in {r['caught_in']}" + (f", missed in {r['missed_in']}" if r["missed_in"] else "")
+                     + (f", also applies to {r['not_tried_in']}" if r["not_tried_in"] else "")
+                     if r["applicable"] else "applies to no folder")
+            print(f"{state:7} {name} ({r['tests_changed']} tests changed, {r['seconds']}s) {where} "
+                  f"{r['caught_by'][:1]}")
+        print(f"{', '.join(report['recordings'])}: {report['summary']}")
         return 0 if not report["missed"] else 1
     print(__doc__, file=sys.stderr)
     return 2

@@ -1,9 +1,10 @@
-"""The fault catalogue against the conformance suites: every applicable mutant of the GPU recording must fail a check.
+"""The fault catalogue against the conformance suites: every applicable mutant of the GPU recordings must fail a check.
 
 The catalogue itself is checked on a hand-made sglang-shaped recording (always runs). The catch test replays the
-conformance suites on the newest GPU run's recording (``docs/gpu-runs/<run>/recordings``, or
-``$LFM_FAULT_RECORDINGS``): the unmutated recording passes, and each mutant fails at least one check (a failure that
-is not a replay miss). A fault with nothing to corrupt in the recording (no image exchange, no health probe) is
+conformance suites on every GPU run's recordings (each folder named ``recordings`` at any depth under
+``docs/gpu-runs``, or ``$LFM_FAULT_RECORDINGS``: one folder, or several joined by ``os.pathsep``): each unmutated
+folder passes, and each fault's mutants fail at least one check (a failure that is not a replay miss) on at least one
+folder it applies to (the report says which). A fault with nothing to corrupt in any folder (no health probe) is
 skipped as not applicable, never counted. The catch rate is computed once per session (shared by xdist workers),
 printed, and written as JSON to ``$LFM_FAULT_REPORT`` (default: ``fault-catch-rate.json`` in pytest's temp folder).
 ``python tests/faults.py catch`` computes the same figure without pytest.
@@ -17,22 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import FAULTS, catch, default_recording, mutate_exchanges, stores
+from faults import FAULTS, baseline_ok, catch, default_recordings, mutate_exchanges, recordings, stores
 from filelock import FileLock
 
 from pytest_lfm.recording import Exchange, read_exchanges, write_exchanges
 
-RECORDING = default_recording()
+RECORDINGS = default_recordings()
+SHOWN = ", ".join(map(str, RECORDINGS)) or "docs/gpu-runs/**/recordings"
 
-# Mutants the suites let through on the real recording because no check looks at what they corrupt (the mutation
+# Mutants the suites let through on the real recordings because no check looks at what they corrupt (the mutation
 # itself is right: the replayed bytes carry the fault). Strict xfail: once the suites gain the check, XPASS fails
-# this test, and the entry goes.
-SUITE_GAPS = {
-    "chunk_ids_change": "no conformance check compares the ids of one stream's chunks (the openai client ignores "
-                        "them)",
-    "done_sentinel_missing": "no conformance check looks for data: [DONE] (the openai client ends a stream without "
-                             "it quietly)",
-}
+# this test, and the entry goes. (chunk_ids_change and done_sentinel_missing left it when test_streaming.py began
+# checking chunk ids and data: [DONE].)
+SUITE_GAPS: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------- the catalogue on a hand-made recording
@@ -128,20 +126,31 @@ def test_catalogue_has_at_least_twenty_named_faults_with_their_check() -> None:
     assert all(f.description and f.trips for f in FAULTS.values())
 
 
-# ---------------------------------------------------------------- the catch rate on the GPU recording
+def test_recordings_are_found_at_any_depth_under_gpu_runs(tmp_path: Path) -> None:
+    for folder in ("run-a/recordings", "run-b/e-0.5.17/recordings", "run-c/recordings", "run-d/x/y/recordings"):
+        store = tmp_path / "docs" / "gpu-runs" / folder / "micro-dense"
+        store.mkdir(parents=True)
+        if "run-c" not in folder:  # an empty store: not a recording
+            (store / "meta.json").write_text("{}")
+            (store / "conformance__test_chat.jsonl").write_text("")
+    base = tmp_path / "docs" / "gpu-runs"
+    assert recordings(tmp_path) == [base / "run-a/recordings", base / "run-b/e-0.5.17/recordings",
+                                    base / "run-d/x/y/recordings"]
+
+
+# ---------------------------------------------------------------- the catch rate on the GPU recordings
 
 
 needs_recording = pytest.mark.skipif(
-    RECORDING is None or not (RECORDING.is_dir() and stores(RECORDING)),
-    reason=f"no GPU recording in {RECORDING or 'docs/gpu-runs/*/recordings'} (issue 7): record the suites on a GPU "
-           "host with `pytest conformance --lfm-model micro --lfm-record docs/gpu-runs/<run>/recordings`, or point "
-           "$LFM_FAULT_RECORDINGS at one")
+    not RECORDINGS or not all(r.is_dir() and stores(r) for r in RECORDINGS),
+    reason=f"no GPU recording in {SHOWN} (issue 7): record the suites on a GPU host with `pytest conformance "
+           "--lfm-model micro --lfm-record docs/gpu-runs/<run>/recordings`, or point $LFM_FAULT_RECORDINGS at one")
 
 
 @pytest.fixture(scope="session")
 def catch_report(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> dict[str, Any]:
-    """Baseline and every mutant replayed once per session: the first xdist worker computes, the others read."""
-    assert RECORDING is not None
+    """Baselines and every mutant replayed once per session: the first xdist worker computes, the others read."""
+    assert RECORDINGS
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent
@@ -150,7 +159,7 @@ def catch_report(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
         if cached.is_file():
             report: dict[str, Any] = json.loads(cached.read_text())
         else:
-            report = catch(RECORDING, jobs=2)
+            report = catch(RECORDINGS, jobs=2)
             text = json.dumps(report, indent=2, sort_keys=True) + "\n"
             cached.write_text(text)
             if os.environ.get("LFM_FAULT_REPORT"):
@@ -160,31 +169,34 @@ def catch_report(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
             if reporter is not None and capture is not None:  # not under xdist: read the JSON there
                 with capture.global_and_fixture_disabled():
                     reporter.write_line("")
-                    reporter.write_line(f"pytest-lfm fault catalogue on {RECORDING}: {report['summary']} ({cached})")
+                    reporter.write_line(f"pytest-lfm fault catalogue on {SHOWN}: {report['summary']} ({cached})")
     return report
 
 
 @needs_recording
 def test_unmutated_recording_passes_the_suites(catch_report: dict[str, Any]) -> None:
-    baseline = catch_report["baseline"]
-    assert not baseline["failures"], (
-        f"the conformance suites fail on the unmutated recording {RECORDING}:\n"
-        + "\n".join(f"{t}: {m}" for t, m in baseline["failures"].items()) + f"\n{baseline.get('output', '')}")
-    assert baseline["passed"], f"no test ran on {RECORDING}:\n{baseline.get('output', '')}"
+    for folder, baseline in catch_report["baseline"].items():
+        assert not baseline["failures"], (
+            f"the conformance suites fail on the unmutated recording {folder}:\n"
+            + "\n".join(f"{t}: {m}" for t, m in baseline["failures"].items()) + f"\n{baseline.get('output', '')}")
+        assert baseline["passed"], f"no test ran on {folder}:\n{baseline.get('output', '')}"
 
 
 @needs_recording
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SUITE_GAPS[n]))
                                   if n in SUITE_GAPS else n for n in sorted(FAULTS)])
 def test_suites_catch_the_mutant(name: str, catch_report: dict[str, Any]) -> None:
-    if catch_report["baseline"]["failures"] or not catch_report["baseline"]["passed"]:
+    if not baseline_ok(catch_report):
         pytest.fail("the unmutated recording fails the suites (see test_unmutated_recording_passes_the_suites)")
     fault, result = FAULTS[name], catch_report["faults"][name]
     if not result["applicable"]:
-        pytest.skip(f"not applicable: {name} ({fault.description}) finds no exchange to corrupt in {RECORDING}, "
-                    f"so '{fault.trips}' is not exercised by this recording")
+        pytest.skip(f"not applicable: {name} ({fault.description}) finds no exchange to corrupt in {SHOWN}, "
+                    f"so '{fault.trips}' is not exercised by these recordings")
+    per = result["folders"]
     assert result["caught"], (
-        f"no conformance check failed on mutant {name} ({fault.description}); expected to trip: {fault.trips}. "
-        f"{result['tests_changed']} tests replayed changed exchanges: {result.get('outcomes')}"
-        + (f"; these failed only on replay misses (a later request changed): {result['misses']}"
-           if result["misses"] else "") + f"\n{result.get('output', '')}")
+        f"no conformance check failed on mutant {name} ({fault.description}) of any folder it applies to "
+        f"({', '.join(result['applicable_in'])}); expected to trip: {fault.trips}. "
+        + "; ".join(f"{f}: {per[f]['tests_changed']} tests replayed changed exchanges: {per[f].get('outcomes')}"
+                    + (f", these failed only on replay misses (a later request changed): {per[f]['misses']}"
+                       if per[f]["misses"] else "") + (f"\n{per[f]['output']}" if per[f].get("output") else "")
+                    for f in result["applicable_in"]))
