@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from pytest_lfm import checks, report
+from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
-from pytest_lfm.micro.render import prompt_token_count, render_prompt
 from pytest_lfm.micro.script import Script, Turn
 
 ANSWERS = checks.scripted("answer")
@@ -53,15 +51,8 @@ def test_prompt_tokens_equal_the_prompt_as_the_running_sglang_renders_it(
     lfm_sglang_version: str, turn: Turn,
 ) -> None:
     """FACTS.md (measured): sglang renders the chat template itself; prompt_tokens is that rendering's length."""
-    sent = turn.request(lfm_model_name)
-    prompt = render_prompt(turn, template=lfm_model.chat_template, sglang_version=lfm_sglang_version)
-    expected = prompt_token_count(lfm_model.tokenizer_path(), turn.messages, turn.rendered_tools, lfm_sglang_version)
-    report.note(request, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
-    report.note(request, "prompt_tokens", expected)
-    usage = _create(lfm_client, sent).usage
-    checks.check(usage is not None and usage.prompt_tokens == expected,
-                 f"prompt_tokens vs the chat template rendered as sglang {lfm_sglang_version} renders it",
-                 request=sent, expected=expected, got=usage)
+    checks.check_prompt_tokens(request, lfm_client, turn.request(lfm_model_name), turn, lfm_model,
+                               lfm_sglang_version, "the chat template")
 
 
 @pytest.mark.parametrize("turn", ANSWERS, indirect=True)

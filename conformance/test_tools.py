@@ -3,15 +3,13 @@ calls, answers after tool results, streaming assembly, and the prompt the tools 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import openai
 import pytest
 
-from pytest_lfm import checks, report
+from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
-from pytest_lfm.micro.render import prompt_token_count, render_prompt
 from pytest_lfm.micro.script import Turn, load_script
 
 pytestmark = pytest.mark.lfm_requires("tools")
@@ -121,11 +119,7 @@ def test_tool_choice_required_returns_valid_calls(
 ) -> None:
     """FACTS.md (measured): tool_choice 'required' is enforced by a JSON-schema grammar; the calls come back parsed."""
     request = turn.request(lfm_model_name)
-    choice = _choice(lfm_client, request)
-    calls = checks.assert_calls_valid(choice.message.tool_calls, turn.tools, request=request)
-    checks.assert_finish_reason(choice, "tool_calls", request=request)
-    if checks.exact(lfm_model):
-        checks.assert_calls_equal(calls, turn.tool_calls, request=request)
+    checks.assert_scripted_calls(_choice(lfm_client, request), turn, lfm_model, request=request)
 
 
 @pytest.mark.parametrize("turn", NAMED, indirect=True)
@@ -199,11 +193,7 @@ def test_json_form_calls_are_parsed_into_tool_calls(
     """Liquid's LFM2 model card: "Output function calls as JSON" in the system prompt gives JSON calls, which
     sglang's Lfm2Detector accepts."""
     request = turn.request(lfm_model_name)
-    choice = _choice(lfm_client, request)
-    calls = checks.assert_calls_valid(choice.message.tool_calls, turn.tools, request=request)
-    checks.assert_finish_reason(choice, "tool_calls", request=request)
-    if checks.exact(lfm_model):
-        checks.assert_calls_equal(calls, turn.tool_calls, request=request)
+    checks.assert_scripted_calls(_choice(lfm_client, request), turn, lfm_model, request=request)
 
 
 @pytest.mark.parametrize("turn", AFTER_RESULT, indirect=True)
@@ -243,15 +233,8 @@ def test_prompt_tokens_count_the_tools_as_the_running_sglang_renders_them(
 ) -> None:
     """FACTS.md (measured): sglang re-serializes tools before the chat template (0.5.17: 257 tokens where the
     client's JSON gives 227); prompt_tokens must equal that rendering."""
-    sent = turn.request(lfm_model_name, max_tokens=1)
-    prompt = render_prompt(turn, template=lfm_model.chat_template, sglang_version=lfm_sglang_version)
-    expected = prompt_token_count(lfm_model.tokenizer_path(), turn.messages, turn.rendered_tools, lfm_sglang_version)
-    report.note(request, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
-    report.note(request, "prompt_tokens", expected)
-    usage = _create(lfm_client, sent).usage
-    checks.check(usage is not None and usage.prompt_tokens == expected,
-                 f"prompt_tokens vs the tools rendered as sglang {lfm_sglang_version} renders them",
-                 request=sent, expected=expected, got=usage)
+    checks.check_prompt_tokens(request, lfm_client, turn.request(lfm_model_name, max_tokens=1), turn, lfm_model,
+                               lfm_sglang_version, "the tools")
 
 
 # ---------------------------------------------------------------- streaming

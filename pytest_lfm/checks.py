@@ -336,3 +336,36 @@ def scripted(*kinds: str) -> list[str]:
 def exact(model: ModelSpec) -> bool:
     """Whether the model's answers are known exactly (micro checkpoints) or only their structure (real models)."""
     return model.micro is not None
+
+
+def check_prompt_tokens(
+    node: pytest.FixtureRequest, client: openai.OpenAI, sent: Mapping[str, Any], turn: Any, model: ModelSpec,
+    sglang_version: str, what: str,
+) -> None:
+    """prompt_tokens of ``sent`` equals the token count of ``turn`` rendered as the running sglang renders it (it
+    re-serializes tools before the chat template: FACTS.md); the rendering's fingerprint and count go to the report
+    so that an upgrade comparison shows prompt changes. ``what`` names the rendering in the failure message."""
+    import hashlib
+
+    from pytest_lfm import report
+    from pytest_lfm.micro.render import prompt_token_count, render_prompt
+
+    __tracebackhide__ = True
+    prompt = render_prompt(turn, template=model.chat_template, sglang_version=sglang_version)
+    expected = prompt_token_count(model.tokenizer_path(), turn.messages, turn.rendered_tools, sglang_version)
+    report.note(node, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
+    report.note(node, "prompt_tokens", expected)
+    usage = client.chat.completions.create(**sent).usage
+    check(usage is not None and usage.prompt_tokens == expected,
+          f"prompt_tokens vs {what} rendered as sglang {sglang_version} renders it",
+          request=sent, expected=expected, got=usage)
+
+
+def assert_scripted_calls(choice: Any, turn: Any, model: ModelSpec, *, request: Any) -> None:
+    """The choice holds calls valid against the turn's tool schemas, finishes with 'tool_calls', and, for a model
+    with a script, the calls are the scripted ones."""
+    __tracebackhide__ = True
+    calls = assert_calls_valid(choice.message.tool_calls, turn.tools, request=request)
+    assert_finish_reason(choice, "tool_calls", request=request)
+    if exact(model):
+        assert_calls_equal(calls, turn.tool_calls, request=request)

@@ -12,7 +12,6 @@ import inspect
 import multiprocessing.resource_tracker
 import os
 import time
-import warnings
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -21,7 +20,7 @@ from typing import Any
 import psutil
 
 from pytest_lfm import hosts
-from pytest_lfm.server import GPU_RELEASE_TIMEOUT, RuntimeLeftoverWarning, installed_sglang_version, sweep
+from pytest_lfm.server import installed_sglang_version, sweep, warn_leftovers
 
 RENAMES: tuple[tuple[str, str], ...] = (
     ("cuda_graph_max_bs", "cuda_graph_max_bs_decode"),  # 0.5.17 has only the second (FACTS.md)
@@ -149,14 +148,7 @@ class SglangEngine:
         finally:
             stubborn = sweep(spawned)
         release_cached_cuda_memory()
-        if stubborn:
-            warnings.warn(RuntimeLeftoverWarning(f"{self!r}: processes would not die: {[p.pid for p in stubborn]}"),
-                          stacklevel=2)
-        if self._gpu_baseline and not hosts.wait_gpu_memory_released(
-                self._gpu_baseline, self._gpu_baseline, GPU_RELEASE_TIMEOUT):
-            warnings.warn(RuntimeLeftoverWarning(
-                f"{self!r}: GPU memory of {sorted(self._gpu_baseline)} not back to {self._gpu_baseline} MiB "
-                f"{GPU_RELEASE_TIMEOUT:g} s after shutdown"), stacklevel=2)
+        warn_leftovers(self, stubborn, self._gpu_baseline)
 
     def __enter__(self) -> SglangEngine:
         return self

@@ -109,6 +109,18 @@ def sweep(processes: Iterable[psutil.Process], timeout: float = 10.0) -> list[ps
     return alive
 
 
+def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], gpu_baseline: Mapping[int, int]) -> None:
+    """After a runtime's stop: warn (RuntimeLeftoverWarning) about processes that would not die, and about GPU
+    memory not back to ``gpu_baseline`` (MiB per GPU) within GPU_RELEASE_TIMEOUT."""
+    if stubborn:
+        warnings.warn(RuntimeLeftoverWarning(f"{runtime!r}: processes would not die: {[p.pid for p in stubborn]}"),
+                      stacklevel=3)
+    if gpu_baseline and not hosts.wait_gpu_memory_released(gpu_baseline, gpu_baseline, GPU_RELEASE_TIMEOUT):
+        warnings.warn(RuntimeLeftoverWarning(
+            f"{runtime!r}: GPU memory of {sorted(gpu_baseline)} not back to {dict(gpu_baseline)} MiB "
+            f"{GPU_RELEASE_TIMEOUT:g} s after stop"), stacklevel=3)
+
+
 def _get_json(url: str, timeout: float = 10.0) -> Any:
     response = httpx.get(url, timeout=timeout)
     response.raise_for_status()
@@ -304,15 +316,7 @@ class SglangServer(_HttpRuntime):
             proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # group members that outlived the leader
-        stubborn = sweep(family)
-        if stubborn:
-            warnings.warn(RuntimeLeftoverWarning(f"{self!r}: processes would not die: {[p.pid for p in stubborn]}"),
-                          stacklevel=2)
-        if self._gpu_baseline and not hosts.wait_gpu_memory_released(
-                self._gpu_baseline, self._gpu_baseline, GPU_RELEASE_TIMEOUT):
-            warnings.warn(RuntimeLeftoverWarning(
-                f"{self!r}: GPU memory of {sorted(self._gpu_baseline)} not back to {self._gpu_baseline} MiB "
-                f"{GPU_RELEASE_TIMEOUT:g} s after stop"), stacklevel=2)
+        warn_leftovers(self, sweep(family), self._gpu_baseline)
 
     def __enter__(self) -> SglangServer:
         return self.start()
