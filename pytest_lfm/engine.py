@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import inspect
 import multiprocessing.resource_tracker
 import os
+import sys
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -90,9 +92,6 @@ def release_cached_cuda_memory() -> None:
     """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
     image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
     process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back."""
-    import gc
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         gc.collect()
