@@ -95,15 +95,14 @@ def build_into(name: str, directory: Path, *, device: str | None, log: Callable[
     dev = pick_device(device)
     torch.manual_seed(train.TRAINING["seed"])
     tok, processor, examples = build_tokenizer_into(name, directory)
-    vl_inputs: dict[str, Any] | None = None
     if processor is not None:
-        batch, vl_inputs = train.encode_vl(examples, processor, tok)
+        batches = train.encode_vl(examples, processor, tok)
     else:
-        batch = train.encode(examples, lambda ex: (tok.encode(ex.prompt, add_special_tokens=False).ids, {}), tok)
+        batches = train.encode(examples, lambda ex: (tok.encode(ex.prompt, add_special_tokens=False).ids, {}), tok)
     model = train.make_model(name, tok.get_vocab_size())
-    log(f"{name}: {len(examples)} examples, batch {tuple(batch.input_ids.shape)}, "
+    log(f"{name}: {len(examples)} examples in batches {[tuple(b.input_ids.shape) for b in batches]}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, training on {dev}")
-    stats = train.train(model, batch, vl_inputs, dev, log=log)
+    stats = train.train(model, batches, dev, log=log)
     model.config.architectures = [type(model).__name__]
     train.save_dir_files(directory, model)
     if processor is not None:
