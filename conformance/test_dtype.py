@@ -6,10 +6,14 @@ input_type"; FACTS.md, sglang #19773, #30178, #31719); that launch runs as a kno
 so an sglang that fixes it shows up as XPASS.
 
 float16 must agree with bfloat16 on the first tokens' logprobs: the top-5 logprobs at every prompt position and at the
-first generated positions (while both dtypes pick the same tokens), within sglang's own HF-parity tolerances
-(test/srt/models/test_generation_models.py: 5e-2 prefill, 6e-2 decode). The bfloat16 figures are measured once per
-model by ``test_bfloat16_serves`` and kept for the float16 comparison, so the two runtimes never share a GPU; if that
-test did not run first, the comparison starts the bfloat16 runtime itself through the worker's runtime pool.
+first generated positions (while both dtypes pick the same tokens). The two dtypes round differently, so even the
+reference implementation disagrees with itself between them (0.085 on a micro checkpoint, CPU transformers, session
+3): the bound is what transformers' own float16 and bfloat16 give on the same token sequences, plus sglang's
+HF-parity tolerance (test/srt/models/test_generation_models.py: 5e-2 prefill, 6e-2 decode) for what sglang may add.
+Where transformers cannot load the model here (no local directory, or over REFERENCE_MAX_BYTES) the parity tolerance
+alone is the bound, and the report says so. The bfloat16 figures are measured once per model by
+``test_bfloat16_serves`` and kept for the float16 comparison, so the two runtimes never share a GPU; if that test
+did not run first, the comparison starts the bfloat16 runtime itself through the worker's runtime pool.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ TOP_LOGPROBS = 5
 DECODE_TOKENS = 8
 PROMPTS = 3
 KNOWN_FLOAT16_ISSUES = "sglang #19773, #30178, #31719"
+REFERENCE_MAX_BYTES = 4 << 30  # larger checkpoints are not loaded twice on the CPU for the reference gap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Logprobs:
     token, and the generated token ids."""
 
     prompt: str
+    prompt_ids: list[int]
     prompt_top: list[list[float]]
     output_ids: list[int]
     output_top: list[list[float]]
@@ -101,6 +107,7 @@ def _measure(base_url: str, prompts: Sequence[str]) -> list[Logprobs]:
             meta = response.json()["meta_info"]
             results.append(Logprobs(
                 prompt=prompt,
+                prompt_ids=[int(e[1]) for e in meta["input_token_logprobs"]],
                 prompt_top=[_top_values(row) for row in meta["input_top_logprobs"][1:]],
                 output_ids=[int(e[1]) for e in meta["output_token_logprobs"]],
                 output_top=[_top_values(row) for row in meta["output_top_logprobs"]],
@@ -130,6 +137,43 @@ def _compared_decode_positions(reference: Logprobs, other: Logprobs) -> int:
         if a != b:
             return i + 1
     return min(len(reference.output_ids), len(other.output_ids))
+
+
+def _reference_top(path: str, family: str, dtype: str, sequences: Sequence[Sequence[int]]) -> list[list[list[float]]]:
+    """transformers' top-k logprobs (best first) at every position of each token sequence, on the CPU in ``dtype``."""
+    import torch
+    import transformers
+
+    auto: Any = transformers.AutoModelForImageTextToText if family == "vl" else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    out = []
+    with torch.no_grad():
+        for ids in sequences:
+            logits = model(input_ids=torch.tensor([list(ids)])).logits[0].float()
+            top = torch.log_softmax(logits, dim=-1).topk(TOP_LOGPROBS, dim=-1).values
+            out.append(top.tolist())
+    return out
+
+
+def _reference_gaps(model: ModelSpec, reference: Sequence[Logprobs], measured: Sequence[Logprobs]
+                    ) -> tuple[Difference, Difference] | str:
+    """The reference implementation's own float16-vs-bfloat16 differences (prefill, decode) at the positions the
+    sglang comparison looks at: each prompt followed by sglang's bfloat16 greedy output; or why there are none."""
+    path = model.model_path()
+    files = list(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    if not files:
+        return f"no reference: {path} is not a local checkpoint directory"
+    if sum(f.stat().st_size for f in files) > REFERENCE_MAX_BYTES:
+        return f"no reference: {path} is over {REFERENCE_MAX_BYTES >> 30} GiB for a CPU reference"
+    spans = [(len(r.prompt_ids), _compared_decode_positions(r, m)) for r, m in zip(reference, measured, strict=True)]
+    sequences = [r.prompt_ids + r.output_ids[: max(k - 1, 0)] for r, (_, k) in zip(reference, spans, strict=True)]
+    bf16, fp16 = (_reference_top(path, model.family, d, sequences) for d in ("bfloat16", "float16"))
+    # position j of the model's output predicts token j + 1: prompt_top[i] is position i, output_top[i] is n - 1 + i
+    rows = list(zip(reference, spans, bf16, fp16, strict=True))
+    prefill = _largest_difference([(r.prompt, i, a[i], b[i]) for r, (n, _), a, b in rows for i in range(n - 1)])
+    decode = _largest_difference([(r.prompt, i, a[n - 1 + i], b[n - 1 + i]) for r, (n, k), a, b in rows
+                                  for i in range(k)])
+    return prefill, decode
 
 
 def _check_served_dtype(server: SglangServer | ExternalServer, allowed: tuple[str, ...]) -> None:
@@ -196,8 +240,8 @@ def test_float16_first_token_logprobs_match_bfloat16(
     request: pytest.FixtureRequest, lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_script: Script,
     lfm_runtime_pool: RuntimePool | None, bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
-    """Source: sglang HF-parity tolerances (test/srt/models/test_generation_models.py): top-5 logprobs within 5e-2 at
-    prompt positions and 6e-2 at generated positions."""
+    """Source: sglang HF-parity tolerances (test/srt/models/test_generation_models.py: 5e-2 at prompt positions, 6e-2
+    at generated positions) on top of transformers' own float16-vs-bfloat16 difference on the same tokens."""
     if lfm_settings.base_url:
         pytest.skip("comparing dtypes needs a bfloat16 and a float16 runtime; --lfm-base-url is one running server")
     if lfm_runtime_pool is None:
@@ -217,11 +261,18 @@ def test_float16_first_token_logprobs_match_bfloat16(
     decode = _largest_difference([(r.prompt, i, r.output_top[i], m.output_top[i])
                                   for r, m in zip(reference, measured, strict=True)
                                   for i in range(_compared_decode_positions(r, m))])
+    gaps = _reference_gaps(model, reference, measured)
+    ref = {"prefill": 0.0, "decode": 0.0} if isinstance(gaps, str) else {"prefill": gaps[0].max_abs,
+                                                                         "decode": gaps[1].max_abs}
     note(request, "logprob_max_abs_diff", {"prefill": prefill.max_abs, "decode": decode.max_abs})
+    note(request, "reference_max_abs_diff", gaps if isinstance(gaps, str) else ref)
     for phase, diff, tolerance in (("prefill", prefill, PREFILL_TOLERANCE), ("decode", decode, DECODE_TOLERANCE)):
-        checks.check(diff.max_abs < tolerance, f"{phase} top-{TOP_LOGPROBS} logprobs, float16 vs bfloat16, at "
+        bound = tolerance + ref[phase]
+        checks.check(diff.max_abs < bound, f"{phase} top-{TOP_LOGPROBS} logprobs, float16 vs bfloat16, at "
                      f"position {diff.position}", request=_shown(diff.prompt),
-                     expected=f"|difference| < {tolerance} (bfloat16: {diff.bfloat16})",
+                     expected=f"|difference| < {bound:.4f} = {tolerance} + transformers' own float16-vs-bfloat16 "
+                     f"difference {ref[phase]:.4f}{f' ({gaps})' if isinstance(gaps, str) else ''} "
+                     f"(bfloat16: {diff.bfloat16})",
                      got=f"{diff.max_abs:.4f} (float16: {diff.float16})")
 
 
