@@ -90,10 +90,16 @@ def qualify(
     assert result.failed == 0, (
         f"{result.failed} of {workload.num_prompts} streamed requests to {server.base_url} failed at concurrency "
         f"{workload.concurrency}; first errors: {list(result.errors)}")
+    assert result.no_content_requests == 0, _no_content(result, server.base_url)
     assert result.short_requests == 0, (
         f"{result.short_requests} requests stopped before {workload.output_len} tokens although ignore_eos was set")
     assert not failing, (f"{launch.id} on {gpu} misses its latency budget ({launch.model.source}):\n"
                          + "\n".join(v.describe() for v in verdicts))
+
+
+def _no_content(result: LatencyResult, base_url: str) -> str:
+    return (f"{result.no_content_requests} of {result.completed} streams from {base_url} carried no content although "
+            "skip_special_tokens was false: TTFT and ITL cannot be measured (bench_serving would report them as 0)")
 
 
 def test_latency_within_budget(
@@ -133,6 +139,7 @@ def test_latency_agrees_with_bench_serving(
                                                     "mean_e2e_latency_ms", "output_throughput", "completed")},
     })
     assert ours.failed == 0 and bench.get("completed") == WORKLOAD.num_prompts, (ours.errors, bench.get("completed"))
+    assert ours.no_content_requests == 0, _no_content(ours, lfm_live_server.base_url)
     off = {k: r for k, r in ratios.items() if k in ("ttft", "tpot") and abs(r - 1) > FIDELITY_TOLERANCE}
     assert set(ratios) >= {"ttft", "tpot"} and not off, (
         f"plugin / bench_serving ratios {ratios} (TTFT, TPOT must be within {FIDELITY_TOLERANCE:.0%}); "

@@ -12,6 +12,12 @@ is flushed and the prompts run at a fixed concurrency. The figures follow ``sgla
 - E2E: request sent -> last line of the stream (``[DONE]``);
 - output throughput: all output tokens / wall time of the measured run.
 
+One departure, made on both sides: every request (and bench_serving, through ``--extra-request-body``) asks for
+``skip_special_tokens: false``. A model that answers random ids with special tokens only streams no content otherwise,
+and TTFT and ITL read 0 in the plugin and in bench_serving alike (a micro checkpoint did, H200, 2026-12-01). A
+request whose stream still carries no content is counted in ``no_content_requests`` (its TTFT is 0, as in
+bench_serving) and the suites fail on any, so a 0 never passes for a measured TTFT.
+
 The client is aiohttp with one session (one connection) per request, as in bench_serving: an httpx client measured
 about 1 ms more TTFT than bench_serving against the same stand-in server, aiohttp within 0.5%.
 
@@ -107,6 +113,7 @@ class LatencyResult:
     total_output_tokens: int
     total_prompt_tokens: int | None
     short_requests: int
+    no_content_requests: int
     mean_ttft_ms: float
     median_ttft_ms: float
     p99_ttft_ms: float
@@ -188,8 +195,12 @@ def random_ids_prompts(tokenizer: Any, input_len: int, output_len: int, num_prom
 # ---------------------------------------------------------------- client
 
 
+EXTRA_BODY: dict[str, Any] = {"skip_special_tokens": False}  # what both clients add to bench_serving's body
+
+
 def chat_payload(model: str, prompt: Prompt, max_tokens: int | None = None) -> dict[str, Any]:
-    """bench_serving's sglang-oai-chat request body, with the usage chunk requested (as sglang >= 0.5.23 does)."""
+    """bench_serving's sglang-oai-chat request body, with the usage chunk requested (as sglang >= 0.5.23 does) and
+    ``EXTRA_BODY``."""
     return {
         "model": model,
         "messages": [{"role": "user", "content": prompt.text}],
@@ -198,6 +209,7 @@ def chat_payload(model: str, prompt: Prompt, max_tokens: int | None = None) -> d
         "temperature": 0.0,
         "ignore_eos": True,
         "stream_options": {"include_usage": True},
+        **EXTRA_BODY,
     }
 
 
@@ -293,7 +305,8 @@ def _stats(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def summarize(timings: Sequence[RequestTiming], duration_s: float, workload: Workload) -> LatencyResult:
-    """bench_serving's ``calculate_metrics`` over the successful requests."""
+    """bench_serving's ``calculate_metrics`` over the successful requests (a stream without content counts with TTFT
+    0, as there; ``no_content_requests`` says how many did, and the suites fail on any)."""
     ok = [t for t in timings if t.success]
     ttfts = [t.ttft for t in ok]
     tpots = [(t.latency - t.ttft) / (t.output_len - 1) for t in ok if t.output_len > 1]
@@ -310,6 +323,7 @@ def summarize(timings: Sequence[RequestTiming], duration_s: float, workload: Wor
         total_output_tokens=total_output,
         total_prompt_tokens=sum(prompt_tokens) if len(prompt_tokens) == len(ok) and ok else None,
         short_requests=sum(1 for t in ok if t.output_len < workload.output_len),
+        no_content_requests=sum(1 for t in ok if t.ttft == 0.0),
         mean_ttft_ms=ttft[0], median_ttft_ms=ttft[1], p99_ttft_ms=ttft[2],
         mean_tpot_ms=tpot[0], median_tpot_ms=tpot[1], p99_tpot_ms=tpot[2],
         mean_itl_ms=itl[0], median_itl_ms=itl[1], p99_itl_ms=itl[2],
@@ -353,6 +367,7 @@ def bench_serving_command(base_url: str, model: str, tokenizer_path: str, worklo
         "--random-range-ratio", "1.0", "--num-prompts", str(workload.num_prompts),
         "--max-concurrency", str(workload.concurrency), "--warmup-requests", str(workload.warmup_requests),
         "--seed", str(workload.seed), "--output-file", str(output_file), "--disable-tqdm",
+        "--extra-request-body", json.dumps(EXTRA_BODY),
     ]
     if workload.flush_cache:
         cmd.append("--flush-cache")

@@ -108,7 +108,8 @@ def test_chat_payload_is_bench_servings() -> None:
     prompt = latency.Prompt("hi", 1, 128)
     body = latency.chat_payload("m", prompt)
     assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 128,
-                    "stream": True, "temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True}}
+                    "stream": True, "temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True},
+                    "skip_special_tokens": False}
     assert latency.chat_payload("m", prompt, max_tokens=32)["max_completion_tokens"] == 32
 
 
@@ -143,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request = json.loads(body)
         _Handler.seen.append(request)
-        if request["model"] not in ("fake-model", "error-model", "reasoning-model"):
+        if request["model"] not in ("fake-model", "error-model", "reasoning-model", "specials-model", "silent-model"):
             self._json(400, {"message": "unknown model"})
             return
         n = int(request["max_completion_tokens"])
@@ -160,7 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b'data: {"error": {"message": "out of memory"}}\n\n')
                 return
             key = "reasoning_content" if request["model"] == "reasoning-model" and i == 0 else "content"
-            self.wfile.write(_chunk({key: f"w{i} "}))
+            text = f"w{i} "
+            if request["model"] == "silent-model" or (request["model"] == "specials-model"
+                                                      and request.get("skip_special_tokens", True)):
+                text = ""  # sglang strips special tokens from the text unless skip_special_tokens is false
+            elif request["model"] == "specials-model":
+                text = "<|im_end|>"
+            self.wfile.write(_chunk({key: text}))
             self.wfile.flush()
         self.wfile.write(_chunk({}, usage={"prompt_tokens": 7, "completion_tokens": n}))
         self.wfile.write(b"data: [DONE]\n\n")
@@ -224,6 +231,18 @@ def test_reasoning_content_counts_as_content(fake_server: str) -> None:
     assert timing.success and timing.ttft >= FIRST and len(timing.itl) == 2 and timing.output_len == 3
 
 
+def test_special_tokens_only_answers_are_timed_through_skip_special_tokens_false(fake_server: str) -> None:
+    result = latency.measure(fake_server, "specials-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                                   num_prompts=2, warmup_requests=0))
+    assert result.completed == 2 and result.no_content_requests == 0 and result.mean_ttft_ms >= FIRST * 1000
+
+
+def test_streams_without_content_are_counted_not_timed(fake_server: str) -> None:
+    result = latency.measure(fake_server, "silent-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                                 num_prompts=2, warmup_requests=0))
+    assert result.completed == 2 and result.no_content_requests == 2 and result.mean_ttft_ms == 0.0
+
+
 # ---------------------------------------------------------------- budgets
 
 
@@ -272,6 +291,7 @@ def test_bench_serving_command_mirrors_the_workload(tmp_path: Any) -> None:
                  "--random-range-ratio 1.0", "--random-input-len 5", "--random-output-len 3", "--num-prompts 7",
                  "--max-concurrency 2", "--warmup-requests 8", "--seed 42", "--flush-cache", "--tokenizer /tok"):
         assert part in text
+    assert json.loads(cmd[cmd.index("--extra-request-body") + 1]) == {"skip_special_tokens": False}
 
 
 def test_fidelity_ratios() -> None:
@@ -299,8 +319,10 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     fast.save_pretrained(tmp_path / "tok")
     workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=1)
     ours = latency.measure(fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload)
+    _Handler.seen.clear()
     bench = latency.run_bench_serving(fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240)
     assert bench["completed"] == 6 and ours.completed == 6
+    assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
     ratios = latency.fidelity_ratios(ours, bench)
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
 
