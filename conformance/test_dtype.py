@@ -38,6 +38,9 @@ from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, ServerCrashedError, ServerStartError, SglangServer
 from pytest_lfm.settings import Settings
 
+# Every check here launches or compares runtimes of its own, and reads /get_server_info and /generate directly.
+pytestmark = pytest.mark.lfm_live
+
 PREFILL_TOLERANCE = 5e-2
 DECODE_TOLERANCE = 6e-2
 TOP_LOGPROBS = 5
@@ -296,7 +299,7 @@ def test_float16_without_conv_state_variable_serves(
     SGLANG_MAMBA_CONV_DTYPE is set to sglang's own default, bfloat16 (srt/environ.py): the launch a user gets
     without the variable."""
     if lfm_settings.base_url or lfm_runtime_pool is None:
-        pytest.skip("the probe launches its own float16 server: needs a local GPU (not --lfm-base-url or a replay)")
+        pytest.skip("the probe launches its own float16 server: needs a local GPU (not --lfm-base-url)")
     try:
         server = lfm_runtime_pool.server(lfm_launch)
     except (ServerStartError, ServerCrashedError) as exc:

@@ -17,6 +17,8 @@ from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import Settings
 
+pytestmark = pytest.mark.lfm_live
+
 GREEDY = {"temperature": 0, "max_new_tokens": 48}
 
 
@@ -34,8 +36,8 @@ def server_outputs(
     lfm_runtime_pool: RuntimePool | None,
 ) -> Iterator[list[str]]:
     """The server's greedy completions of ``prompts`` (POST /generate), taken before the engine takes the GPU."""
-    if lfm_settings.base_url or lfm_settings.replay_dir:
-        pytest.skip("--lfm-base-url / --lfm-replay test a server over HTTP; the offline Engine needs a local GPU")
+    if lfm_settings.base_url:
+        pytest.skip("--lfm-base-url tests a server over HTTP; the offline Engine needs a local GPU")
     server = lfm_server
     if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
         server = lfm_runtime_pool.server(lfm_launch)

@@ -31,7 +31,7 @@ from pytest_lfm.report import note
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import Settings
 
-pytestmark = pytest.mark.lfm_requires("chat")
+pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
 # Liquid's published figures use 1024 input / 128 output tokens at concurrency 1 (FACTS.md).
 WORKLOAD = Workload(input_len=1024, output_len=128, num_prompts=64, warmup_requests=8)
@@ -52,8 +52,6 @@ def lfm_tokenizer_path(lfm_model_name: str, lfm_model: ModelSpec) -> str:
 @pytest.fixture(params=["concurrency-1", "concurrency-n"])
 def lfm_load(request: pytest.FixtureRequest, lfm_settings: Settings) -> Workload:
     """The workload at concurrency 1 and at --lfm-latency-concurrency."""
-    if lfm_settings.replay_dir is not None:
-        pytest.skip("latency needs a live server: a recording holds no timings")
     if request.param == "concurrency-1":
         return WORKLOAD
     n = lfm_settings.latency_concurrency
@@ -127,8 +125,6 @@ def test_latency_agrees_with_bench_serving(
     """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload."""
     if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
         pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
-    if lfm_settings.replay_dir is not None:
-        pytest.skip("fidelity needs a live server: a recording holds no timings")
     ours = measure(lfm_live_server.base_url, lfm_model_name, load_tokenizer(lfm_tokenizer_path), WORKLOAD)
     bench = run_bench_serving(lfm_live_server.base_url, lfm_model_name, lfm_tokenizer_path, WORKLOAD)
     ratios = fidelity_ratios(ours, bench)

@@ -171,6 +171,7 @@ def _is_loopback(url: str) -> bool:
     return False
 
 
+@pytest.mark.lfm_live
 def test_engine_image_data_is_answered(
     lfm_model: ModelSpec, lfm_script: Script, lfm_engine: SglangEngine, budget: ImageTokenBudget,
 ) -> None:

@@ -17,7 +17,7 @@ from pytest_lfm import hosts, latency, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
-from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, store_id
+from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
 from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
@@ -49,7 +49,13 @@ def launch_marker(
         raise ValueError(f"lfm_launch profile must be one of {tuple(PROFILES)}, got {profile!r}")
 
 
-MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": requires_marker, "lfm_launch": launch_marker}
+def live_marker() -> None:
+    """Marker signature: the test needs a runtime of its own or its timings (an Engine, a second launch, latency),
+    which a recording cannot answer: deselected under --lfm-replay."""
+
+
+MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": requires_marker, "lfm_launch": launch_marker,
+                                           "lfm_live": live_marker}
 
 
 def _marker_kwargs(node: pytest.Function | pytest.Item, name: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -166,7 +172,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Group tests by runtime configuration (each launches once): server checks, then load tests (pytest-benchmark:
     a server that load brings down takes no functional check with it), then engines, then tests that drive the
     runtime pool themselves (they stop whatever runs). (One model per xdist worker comes from the xdist_group mark
-    on each lfm_launch parameter.)"""
+    on each lfm_launch parameter.) Under --lfm-replay, the ``lfm_live`` tests are deselected: a compare of the
+    replay's report with the recorded run's lists them as checks only the recorded run holds, not as changes."""
+    if config.stash[SETTINGS].replay_dir:
+        live = [item for item in items if item.get_closest_marker("lfm_live")]
+        if live:
+            config.hook.pytest_deselected(items=live)
+            items[:] = [item for item in items if not item.get_closest_marker("lfm_live")]
     order: dict[str, int] = {}
 
     def key(item: pytest.Item) -> tuple[int, int]:
@@ -263,8 +275,12 @@ def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[
                     "made (re-record on a GPU host with --lfm-record)")
     try:
         store = open_store(directory, lfm_launch.id, "record" if lfm_settings.record_dir else "replay")
+        stale = stale_micro_recording(store, lfm_launch.model.micro) if lfm_settings.replay_dir and \
+            lfm_launch.model.micro else None
     except RecordingError as exc:
         pytest.fail(str(exc), pytrace=False)
+    if stale:
+        pytest.fail(stale, pytrace=False)
     yield store
     store.close()
 

@@ -705,6 +705,20 @@ def open_store(directory: Path | str, model_id: str, mode: Mode, *, pace: bool =
     return Store(Path(directory) / store_id(model_id), mode, model_id=model_id, pace=pace)
 
 
+def stale_micro_recording(store: Store, micro_name: str) -> str | None:
+    """Why a recording of micro checkpoint ``micro_name`` cannot be replayed here (it was recorded with another
+    recipe: another tokenizer and other answers), or None when it was recorded with this checkout's."""
+    from pytest_lfm import micro
+
+    recorded = Path(str(store.meta().get("served_model", ""))).name
+    current = micro.checkpoint_dir(micro_name).name
+    if recorded == current:
+        return None
+    return (f"{store.root} was recorded with micro checkpoint {recorded or '(none named)'}, but this checkout's "
+            f"recipe builds {current}: its token counts and answers differ. Re-record it on a GPU host with "
+            "--lfm-record, or replay it with the pytest-lfm commit that made it.")
+
+
 class ReplayServer:
     """Stands in for ``lfm_server`` in replay mode: no process; the recorded server's name and version."""
 

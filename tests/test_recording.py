@@ -318,6 +318,22 @@ def test_meta_and_replay_server_give_the_recorded_server(tmp_path: Path) -> None
         replay.write_meta(sglang_version="x", launch_args=[], served_model="y")
 
 
+def test_a_recording_of_another_micro_recipe_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    from pytest_lfm import micro
+    from pytest_lfm.recording import stale_micro_recording
+
+    monkeypatch.setenv("LFM_MICRO_CACHE", str(tmp_path / "cache"))
+    current = micro.checkpoint_dir("dense")
+    for served, stale in ((str(current), False), ("/tmp/lfm-micro/dense-0123456789abcdef", True)):
+        store = open_store(tmp_path / served.rsplit("-", 1)[1], "micro-dense", "record")
+        store.write_meta(sglang_version="0.5.17", launch_args=[], served_model=served)
+        store.close()
+        message = stale_micro_recording(open_store(store.root.parent, "micro-dense", "replay"), "dense")
+        assert (message is not None) == stale
+    assert message and "dense-0123456789abcdef" in message and current.name in message and "--lfm-record" in message
+
+
 def test_replaying_a_missing_recording_names_what_exists(tmp_path: Path) -> None:
     (tmp_path / "micro-moe-bfloat16").mkdir()
     with pytest.raises(RecordingError, match=r"no recording of micro-dense-bfloat16 .*found: micro-moe-bfloat16"):
@@ -456,3 +472,19 @@ def test_loopback_urls_are_keyed_without_their_port() -> None:
 
     assert canonical_body(body(41105))[0] == canonical_body(body(36245))[0]
     assert canonical_body(body(41105))[0] != canonical_body(body(41105, "example.com"))[0]
+
+
+def test_live_tests_are_deselected_in_replay_and_run_otherwise(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_live="""
+        import pytest
+
+        @pytest.mark.lfm_live
+        def test_needs_its_own_runtime():
+            pass
+
+        def test_answered_from_the_recording():
+            pass
+    """)
+    replayed = pytester.runpytest("-p", "no:cacheprovider", "--lfm-replay", str(tmp_path))
+    replayed.assert_outcomes(passed=1, deselected=1)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
