@@ -94,7 +94,9 @@ def test_script_covers_every_kind_and_a_tiled_image() -> None:
 
 def test_copy_variants_invent_new_argument_values() -> None:
     exs = [e for e in train.examples(SCRIPT, "dense") if not e.scripted]
-    assert len(exs) >= 40
+    tool_turns = {t.id for t in SCRIPT.for_checkpoint("dense") if t.tool_calls or t.kind == "after_result"}
+    assert {e.turn_id.rstrip("~") for e in exs} == tool_turns  # every tool turn, copy_variants (1) times
+    assert len(exs) == len(tool_turns) * train.TRAINING["copy_variants"]
     assert all("Paris" not in e.completion for e in exs if e.turn_id.startswith("call-weather-paris"))
 
 
