@@ -172,25 +172,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Group tests by runtime configuration (each launches once): server checks, then load tests (pytest-benchmark:
     a server that load brings down takes no functional check with it), then engines, then tests that drive the
     runtime pool themselves (they stop whatever runs). (One model per xdist worker comes from the xdist_group mark
-    on each lfm_launch parameter.) Under --lfm-replay, the ``lfm_live`` tests are deselected: a compare of the
-    replay's report with the recorded run's lists them as checks only the recorded run holds, not as changes."""
+    on each lfm_launch parameter.) Each selected model's own launches run before the variants that markers ask
+    for (a float16 probe, the low-latency profile), so a run cut short has qualified every model. Under
+    --lfm-replay, the ``lfm_live`` tests are deselected: a compare of the replay's report with the recorded run's
+    lists them as checks only the recorded run holds, not as changes."""
     if config.stash[SETTINGS].replay_dir:
         live = [item for item in items if item.get_closest_marker("lfm_live")]
         if live:
             config.hook.pytest_deselected(items=live)
             items[:] = [item for item in items if not item.get_closest_marker("lfm_live")]
     order: dict[str, int] = {}
+    settings = config.stash[SETTINGS]
+    models = [m.id for m in config.stash[SELECTED]]
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    def key(item: pytest.Item) -> tuple[int, int, int]:
         callspec = getattr(item, "callspec", None)
         launch = callspec.params.get("lfm_launch") if callspec else None
         if not isinstance(launch, LaunchConfig):
-            return (-1, 0)
+            return (-1, 0, 0)
         own_args = inspect.signature(item.obj).parameters if isinstance(item, pytest.Function) else {}
         names = getattr(item, "fixturenames", ())
         phase = (3 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
                  else 2 if "lfm_engine" in names else 1 if "benchmark" in names else 0)
-        return (order.setdefault(launch.id, len(order)), phase)
+        # every model's own launches (the selected dtypes), in selection order, before the marker variants
+        # (probes, profiles, ...) in order of appearance; whatever order pytest's own reordering handed on
+        first = order.setdefault(launch.id, len(order))
+        if launch == LaunchConfig(launch.model, launch.dtype, "default", settings.server_args) and \
+                launch.dtype in settings.dtypes:
+            return (0, models.index(launch.model.id) * len(DTYPES) + settings.dtypes.index(launch.dtype), phase)
+        return (1, first, phase)
 
     items.sort(key=key)
     if getattr(config.option, "loadgroup", False):

@@ -174,3 +174,33 @@ def test_server(lfm_server): pass
     result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "-p", "no:cacheprovider")
     names = [line.split("::")[1].split("[")[0] for line in result.outlines if "::" in line]
     assert names == ["test_server", "test_server_b", "test_load", "test_engine", "test_pool"], names
+
+
+def test_every_models_own_launch_runs_before_the_marker_variants(pytester: pytest.Pytester) -> None:
+    # on the H200 (pytest 9.1.1) a time-limited run spent its minutes on micro-dense's float16 and low-latency
+    # launches before micro-moe and micro-vl had started; the conftest hands the plugin the worst order
+    pytester.makeconftest("""
+import pytest
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    items.reverse()
+""")
+    pytester.makepyfile(test_a="""
+import pytest
+def test_chat(lfm_server): pass
+@pytest.mark.lfm_launch(dtype="float16")
+def test_fp16(lfm_server): pass
+""", test_b="""
+import pytest
+@pytest.mark.lfm_launch(profile="low-latency")
+def test_fast(lfm_server): pass
+def test_tools(lfm_server): pass
+""")
+    for extra in ((), ("--lfm-server-arg=--enable-metrics",)):
+        result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "--lfm-model", "micro-moe",
+                                    "-p", "no:cacheprovider", *extra)
+        configs = [line.rstrip("]").split("[")[1] for line in result.outlines if "::" in line]
+        blocks = [c for i, c in enumerate(configs) if i == 0 or configs[i - 1] != c]
+        assert len(configs) == 8 and len(blocks) == len(set(blocks)) == 6, configs
+        assert [b.split("---")[0] for b in blocks[:2]] == ["micro-dense", "micro-moe"], blocks
+        assert all("float16" in b or "low-latency" in b for b in blocks[2:]), blocks
