@@ -176,20 +176,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for (a float16 probe, the low-latency profile), so a run cut short has qualified every model. Under
     --lfm-replay, the ``lfm_live`` tests are deselected: a compare of the replay's report with the recorded run's
     lists them as checks only the recorded run holds, not as changes."""
-    if config.stash[SETTINGS].replay_dir:
+    settings = config.stash[SETTINGS]
+    if settings.replay_dir:
         live = [item for item in items if item.get_closest_marker("lfm_live")]
         if live:
             config.hook.pytest_deselected(items=live)
             items[:] = [item for item in items if not item.get_closest_marker("lfm_live")]
     order: dict[str, int] = {}
-    settings = config.stash[SETTINGS]
     models = [m.id for m in config.stash[SELECTED]]
 
-    def key(item: pytest.Item) -> tuple[int, int, int]:
+    def key(item: pytest.Item) -> tuple[int, int, int, int]:
         callspec = getattr(item, "callspec", None)
         launch = callspec.params.get("lfm_launch") if callspec else None
         if not isinstance(launch, LaunchConfig):
-            return (-1, 0, 0)
+            return (-1, 0, 0, 0)
         own_args = inspect.signature(item.obj).parameters if isinstance(item, pytest.Function) else {}
         names = getattr(item, "fixturenames", ())
         phase = (3 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
@@ -197,10 +197,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # every model's own launches (the selected dtypes), in selection order, before the marker variants
         # (probes, profiles, ...) in order of appearance; whatever order pytest's own reordering handed on
         first = order.setdefault(launch.id, len(order))
-        if launch == LaunchConfig(launch.model, launch.dtype, "default", settings.server_args) and \
-                launch.dtype in settings.dtypes:
-            return (0, models.index(launch.model.id) * len(DTYPES) + settings.dtypes.index(launch.dtype), phase)
-        return (1, first, phase)
+        own = LaunchConfig(launch.model, launch.dtype, "default", settings.server_args)
+        if launch == own and launch.dtype in settings.dtypes:
+            return (0, models.index(launch.model.id), settings.dtypes.index(launch.dtype), phase)
+        return (1, first, 0, phase)
 
     items.sort(key=key)
     if getattr(config.option, "loadgroup", False):
@@ -285,8 +285,8 @@ def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[
                     "made (re-record on a GPU host with --lfm-record)")
     try:
         store = open_store(directory, lfm_launch.id, "record" if lfm_settings.record_dir else "replay")
-        stale = stale_micro_recording(store, lfm_launch.model.micro) if lfm_settings.replay_dir and \
-            lfm_launch.model.micro else None
+        stale = (stale_micro_recording(store, lfm_launch.model.micro)
+                 if lfm_settings.replay_dir and lfm_launch.model.micro else None)
     except RecordingError as exc:
         pytest.fail(str(exc), pytrace=False)
     if stale:
