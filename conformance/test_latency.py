@@ -119,8 +119,8 @@ def test_latency_within_budget_low_latency_profile(
 
 @pytest.mark.lfm_fidelity
 def test_latency_agrees_with_bench_serving(
-    request: pytest.FixtureRequest, lfm_settings: Settings, lfm_live_server: SglangServer | ExternalServer,
-    lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
+    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
+    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
 ) -> None:
     """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload."""
     if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
