@@ -1,4 +1,5 @@
-"""The dtype suite's reference: transformers' own float16-vs-bfloat16 difference at the positions sglang is compared."""
+"""The dtype suite's comparisons: transformers' logprobs at the positions sglang is compared, and where two runs' top-k
+logprobs differ most."""
 
 from __future__ import annotations
 
@@ -35,27 +36,49 @@ def untrained_dense(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
 
 
 def _logprobs(ids: list[int], output_ids: list[int]) -> dtype_suite.Logprobs:
-    return dtype_suite.Logprobs("p", ids, [[0.0] * 5] * (len(ids) - 1), output_ids, [[0.0] * 5] * len(output_ids))
+    return dtype_suite.Logprobs("p", ids, [[0.0] * 5 for _ in ids[1:]], output_ids, [[0.0] * 5 for _ in output_ids])
 
 
-def test_reference_gaps_cover_every_prompt_position_and_the_shared_decode_positions(
+def _spans(first: dtype_suite.Logprobs, second: dtype_suite.Logprobs) -> list[dtype_suite.Span]:
+    return [(first.prompt, len(first.prompt_ids), dtype_suite._compared_decode_positions(first, second))]
+
+
+def test_reference_covers_every_prompt_position_and_the_shared_decode_positions(
     untrained_dense: tuple[Path, list[int]],
 ) -> None:
     directory, ids = untrained_dense
     bf16, fp16 = _logprobs(ids, [5, 6, 7, 8]), _logprobs(ids, [5, 6, 9, 9])  # the dtypes part at the third token
-    gaps = dtype_suite._reference_gaps(_Model(str(directory)), [bf16], [fp16])
-    assert not isinstance(gaps, str), gaps
-    prefill, decode = gaps
+    spans = _spans(bf16, fp16)
+    tops = dtype_suite._reference_tops(_Model(str(directory)), [bf16], spans)
+    assert not isinstance(tops, str), tops
+    assert [len(rows) for rows in tops[0]] == [len(ids) + 2]  # the prompt and the two shared generated tokens
+    gap = dtype_suite._phases(spans, *tops)
+    prefill, decode = gap
     assert 0 <= prefill.position < len(ids) - 1 and 0 <= decode.position < 3  # compared: up to the first difference
-    assert all(math.isfinite(d.max_abs) and 0 < d.max_abs < 1 for d in gaps), gaps  # rounding, not a broken model
-    assert len(prefill.bfloat16) == len(prefill.float16) == dtype_suite.TOP_LOGPROBS
+    assert all(math.isfinite(d.max_abs) and 0 < d.max_abs < 1 for d in gap), gap  # rounding, not a broken model
+    assert len(prefill.first) == len(prefill.second) == dtype_suite.TOP_LOGPROBS
+
+
+def test_phases_find_the_largest_difference_where_the_runs_share_their_context() -> None:
+    ids = [1, 2, 3, 4]
+    first, second = _logprobs(ids, [5, 6, 7, 8]), _logprobs(ids, [5, 6, 9, 9])
+    second.prompt_top[1][0] = -0.25  # prompt position 1
+    second.output_top[2] = [-0.5] * 5  # the first differing token: still compared
+    second.output_top[3] = [-9.0] * 5  # after it the contexts differ: not compared
+    prefill, decode = dtype_suite._phases(_spans(first, second), [dtype_suite._rows(first)],
+                                          [dtype_suite._rows(second)])
+    assert (prefill.max_abs, prefill.position) == (0.25, 1)
+    assert (decode.max_abs, decode.position) == (0.5, 2)
 
 
 def test_no_reference_for_a_hub_id_or_a_checkpoint_too_large_for_the_cpu(
     untrained_dense: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     directory, ids = untrained_dense
-    runs = [_logprobs(ids, [5])], [_logprobs(ids, [5])]
-    assert "not a local checkpoint directory" in str(dtype_suite._reference_gaps(_Model("LiquidAI/LFM2-350M"), *runs))
+    run = _logprobs(ids, [5])
+    spans = _spans(run, run)
+    assert "not a local checkpoint directory" in str(dtype_suite._reference_tops(_Model("LiquidAI/LFM2-350M"), [run],
+                                                                                 spans))
     monkeypatch.setattr(dtype_suite, "REFERENCE_MAX_BYTES", 1024)
-    assert "for a CPU reference" in str(dtype_suite._reference_gaps(_Model(str(directory)), *runs))
+    assert "for a reference run beside the server" in str(dtype_suite._reference_tops(_Model(str(directory)), [run],
+                                                                                      spans))
