@@ -210,17 +210,19 @@ class SglangServer(_HttpRuntime):
             self._gpu_baseline = hosts.gpu_memory_baseline(self.gpus)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self.child_env()
-        with self.log_path.open("wb") as log:
-            log.write(f"# pytest-lfm: {' '.join(self.command)}\n".encode())
-            if self.gpus is not None:
-                log.write(f"# CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}\n".encode())
-            log.flush()
-            self._started_at = time.monotonic()
-            self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.pid = self._proc.pid
-        _RUNNING.add(self)
+        # one try from the launch on: a Ctrl-C (or a time limit's SIGINT) that lands right after Popen must not
+        # leave the server running (the H200 in session 5: pytest exited, a micro-moe server kept 33 GiB)
         try:
+            with self.log_path.open("wb") as log:
+                log.write(f"# pytest-lfm: {' '.join(self.command)}\n".encode())
+                if self.gpus is not None:
+                    log.write(f"# CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}\n".encode())
+                log.flush()
+                self._started_at = time.monotonic()
+                self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.pid = self._proc.pid
+            _RUNNING.add(self)
             self._wait_healthy()
         except BaseException:
             self.stop()

@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from pytest_lfm import server as server_module
 from pytest_lfm.engine import normalize_engine_kwargs
 from pytest_lfm.plugin import NO_RUNTIME
 from pytest_lfm.server import (
@@ -156,6 +157,19 @@ def test_crash_on_a_request(tmp_path: Path) -> None:
         wait_exit(server)
         with pytest.raises(ServerCrashedError, match="standin crashed \\(after 1 requests\\)"):
             server.check_alive()
+
+
+def test_interrupt_right_after_the_launch_stops_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT between Popen and the bookkeeping (the H200, session 5) left sglang running after pytest exited."""
+    class Interrupting(set[SglangServer]):
+        def add(self, server: SglangServer) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(server_module, "_RUNNING", Interrupting())
+    server = standin(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert server.pid is not None and dead(server.pid)
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
