@@ -91,10 +91,14 @@ def _descendants() -> set[psutil.Process]:
 def release_cached_cuda_memory() -> None:
     """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
     image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
-    process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back."""
+    process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back. The
+    H200 (session 5) showed empty_cache alone is not enough: that memory is image features shared with the scheduler
+    through CUDA IPC ("Producer process has been terminated before all shared CUDA tensors released"), which only
+    torch.cuda.ipc_collect hands back once the scheduler is gone (unverified on a GPU)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         gc.collect()
+        torch.cuda.ipc_collect()
         torch.cuda.empty_cache()
 
 

@@ -1,4 +1,5 @@
-"""SglangEngine.stop() gives the calling process's cached CUDA memory back (no GPU needed: torch is faked)."""
+"""SglangEngine.stop() gives the calling process's cached and CUDA-IPC-shared memory back (no GPU needed: torch is
+faked)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from pytest_lfm.engine import release_cached_cuda_memory
 def fake_torch(initialized: bool, calls: list[str]) -> types.ModuleType:
     torch = types.ModuleType("torch")
     torch.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
-        is_initialized=lambda: initialized, empty_cache=lambda: calls.append("empty_cache"))
+        is_initialized=lambda: initialized, empty_cache=lambda: calls.append("empty_cache"),
+        ipc_collect=lambda: calls.append("ipc_collect"))
     return torch
 
 
-@pytest.mark.parametrize(("initialized", "expected"), [(True, ["empty_cache"]), (False, [])])
+@pytest.mark.parametrize(("initialized", "expected"), [(True, ["ipc_collect", "empty_cache"]), (False, [])])
 def test_cached_cuda_memory_is_released_only_where_cuda_was_used(
     monkeypatch: pytest.MonkeyPatch, initialized: bool, expected: list[str]
 ) -> None:
