@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,9 +388,37 @@ def run_bench_serving(base_url: str, model: str, tokenizer_path: str, workload: 
         return record
 
 
-def fidelity_ratios(ours: LatencyResult, bench: Mapping[str, Any]) -> dict[str, float]:
-    """ours / bench_serving's for mean TTFT, mean TPOT, mean ITL and mean E2E (1.0 = identical)."""
+def fidelity_ratios(ours: LatencyResult | Sequence[LatencyResult],
+                    bench: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """ours / bench_serving's for mean TTFT, mean TPOT, mean ITL and mean E2E (1.0 = identical); over several rounds,
+    the ratio of the means of the rounds."""
+    ours_ = [ours] if isinstance(ours, LatencyResult) else list(ours)
+    bench_ = [bench] if isinstance(bench, Mapping) else list(bench)
     pairs = {"ttft": ("mean_ttft_ms", "mean_ttft_ms"), "tpot": ("mean_tpot_ms", "mean_tpot_ms"),
              "itl": ("mean_itl_ms", "mean_itl_ms"), "e2e": ("mean_e2e_ms", "mean_e2e_latency_ms")}
-    return {name: float(getattr(ours, mine)) / float(bench[theirs]) for name, (mine, theirs) in pairs.items()
-            if float(bench.get(theirs) or 0) > 0}
+    out = {}
+    for name, (mine, theirs) in pairs.items():
+        theirs_mean = float(np.mean([float(b.get(theirs) or 0) for b in bench_]))
+        if theirs_mean > 0 and all(float(b.get(theirs) or 0) > 0 for b in bench_):
+            out[name] = float(np.mean([float(getattr(r, mine)) for r in ours_])) / theirs_mean
+    return out
+
+
+FIDELITY_ROUNDS = 3
+
+
+def interleaved_rounds(run_ours: Callable[[], LatencyResult], run_bench: Callable[[], dict[str, Any]],
+                       rounds: int = FIDELITY_ROUNDS) -> tuple[list[LatencyResult], list[dict[str, Any]]]:
+    """The plugin's and bench_serving's measurements of one server, alternated (ours first, then bench_serving
+    first, ...), so that the server's drift over the minutes of a run falls on both sides: on the H200 (session 5)
+    the plugin's own TPOT on one server was 1.17 ms and, minutes later, 1.45 ms."""
+    ours: list[LatencyResult] = []
+    bench: list[dict[str, Any]] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            ours.append(run_ours())
+            bench.append(run_bench())
+        else:
+            bench.append(run_bench())
+            ours.append(run_ours())
+    return ours, bench
