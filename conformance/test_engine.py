@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,8 +86,9 @@ def test_engine_shutdown_frees_the_gpu(
     engine = lfm_runtime_pool.engine(lfm_launch)
     loaded = hosts.gpu_memory_baseline(lfm_gpus)
     lfm_runtime_pool.stop()
-    released = hosts.wait_gpu_memory_released(lfm_gpus, baseline, timeout=60)
+    released = hosts.wait_gpu_memory_released(lfm_gpus, baseline, timeout=60, own_pid=os.getpid())
     after = hosts.gpu_memory_baseline(lfm_gpus)
     checks.check(released and not engine.is_running(), "GPU memory after engine shutdown (MiB)",
                  request=f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()",
-                 expected=f"back to {baseline} (+128 MiB) within 60 s; loaded: {loaded}", got=after)
+                 expected=f"back to {baseline} (+128 MiB) within 60 s; loaded: {loaded}",
+                 got=f"{after}; {hosts.describe_holders(lfm_gpus)}")

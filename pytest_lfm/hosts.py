@@ -87,13 +87,61 @@ def gpu_memory_baseline(indices: Iterable[int]) -> dict[int, int]:
         return {}
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process nvidia-smi lists on a GPU, with the memory it holds there."""
+
+    gpu: int
+    pid: int
+    name: str
+    used_mib: int
+
+
+def gpu_processes(indices: Iterable[int]) -> list[GpuProcess]:
+    """The processes nvidia-smi lists on GPUs ``indices``; [] when it cannot say (no nvidia-smi, no process column)."""
+    wanted = set(indices)
+    try:
+        uuids = {r[1]: int(r[0]) for r in _nvidia_smi("--query-gpu=index,uuid") if len(r) >= 2}
+        rows = _nvidia_smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
+    except (GpuQueryError, ValueError):
+        return []
+    out = []
+    for row in rows:
+        try:
+            gpu, pid, used = uuids[row[0]], int(row[1]), int(float(row[3]))
+        except (KeyError, IndexError, ValueError):
+            continue
+        if gpu in wanted:
+            out.append(GpuProcess(gpu, pid, row[2], used))
+    return out
+
+
+def describe_holders(gpus: Iterable[int]) -> str:
+    """Who holds memory on ``gpus`` now, as nvidia-smi says (for leftover messages)."""
+    procs = gpu_processes(gpus)
+    if not procs:
+        return "nvidia-smi names no process holding it"
+    own = os.getpid()
+    return "held by " + "; ".join(
+        f"GPU {p.gpu}: pid {p.pid} {p.name} {p.used_mib} MiB" + (
+            " (this process: an sgl.Engine runs its tokenizer manager here, and what it holds returns only when "
+            "this process exits)" if p.pid == own else "") for p in procs)
+
+
+OWN_MEMORY_SETTLE = 5.0
+"""Seconds the only process left on the GPUs must be this one before waiting stops: what this process holds is not
+given back by waiting (an sgl.Engine's tokenizer manager runs in it)."""
+
+
 def wait_gpu_memory_released(
     indices: Iterable[int], baseline: Mapping[int, int], timeout: float, *, tolerance_mib: int = 128,
-    interval: float = 1.0,
+    interval: float = 1.0, own_pid: int | None = None,
 ) -> bool:
-    """Wait until each GPU uses at most its baseline + ``tolerance_mib``; False if one still does not at ``timeout``."""
+    """Wait until each GPU uses at most its baseline + ``tolerance_mib``; False if one still does not at ``timeout``,
+    or (with ``own_pid``) as soon as that process has been the only one on the pending GPUs for OWN_MEMORY_SETTLE s."""
     pending = [i for i in indices if i in baseline]
     deadline = time.monotonic() + timeout
+    only_own_since: float | None = None
     while pending:
         try:
             pending = [i for i in pending if gpu_memory_used_mib(i) > baseline[i] + tolerance_mib]
@@ -101,8 +149,14 @@ def wait_gpu_memory_released(
             return False
         if not pending:
             break
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             return False
+        if own_pid is not None:
+            holders = {p.pid for p in gpu_processes(pending)}
+            only_own_since = (only_own_since or now) if holders == {own_pid} else None
+            if only_own_since is not None and now - only_own_since >= OWN_MEMORY_SETTLE:
+                return False
         time.sleep(interval)
     return True
 

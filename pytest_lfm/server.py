@@ -115,10 +115,12 @@ def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], gpu_base
     if stubborn:
         warnings.warn(RuntimeLeftoverWarning(f"{runtime!r}: processes would not die: {[p.pid for p in stubborn]}"),
                       stacklevel=3)
-    if gpu_baseline and not hosts.wait_gpu_memory_released(gpu_baseline, gpu_baseline, GPU_RELEASE_TIMEOUT):
+    if gpu_baseline and not hosts.wait_gpu_memory_released(gpu_baseline, gpu_baseline, GPU_RELEASE_TIMEOUT,
+                                                           own_pid=os.getpid()):
         warnings.warn(RuntimeLeftoverWarning(
-            f"{runtime!r}: GPU memory of {sorted(gpu_baseline)} not back to {dict(gpu_baseline)} MiB "
-            f"{GPU_RELEASE_TIMEOUT:g} s after stop"), stacklevel=3)
+            f"{runtime!r}: GPU memory of {sorted(gpu_baseline)} not back to {dict(gpu_baseline)} MiB after stop "
+            f"(waited up to {GPU_RELEASE_TIMEOUT:g} s); {hosts.describe_holders(sorted(gpu_baseline))}"), stacklevel=3)
+
 
 
 def _get_json(url: str, timeout: float = 10.0) -> Any:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,19 @@ used = Path({used!r}).read_text().strip()
 rows = {{"0": "0, GPU-aaaa-0000, NVIDIA H100 80GB HBM3, 81559, " + used,
          "1": "1, GPU-bbbb-1111, NVIDIA H100 80GB HBM3, 81559, 3"}}
 args = sys.argv[1:]
+if any(a.startswith("--query-compute-apps=") for a in args):
+    apps = Path({used!r} + ".apps")
+    print(apps.read_text() if apps.is_file() else "", end="")
+    sys.exit(0)
 chosen = [args[args.index("-i") + 1]] if "-i" in args else list(rows)
 for index in chosen:
     cells = rows[index].split(", ")
-    print(cells[4] if "--query-gpu=memory.used" in args else rows[index])
+    if "--query-gpu=memory.used" in args:
+        print(cells[4])
+    elif "--query-gpu=index,uuid" in args:
+        print(cells[0] + ", " + cells[1])
+    else:
+        print(rows[index])
 """
 
 
@@ -75,6 +86,41 @@ def test_wait_gpu_memory_released(fake_smi: Path) -> None:
     assert not hosts.wait_gpu_memory_released([0, 1], baseline, timeout=0.2, interval=0.05)
     fake_smi.write_text("100")  # within the tolerance of a leftover-free GPU
     assert hosts.wait_gpu_memory_released([0, 1], baseline, timeout=0.2, interval=0.05)
+
+
+def test_gpu_processes_parses_the_compute_apps(fake_smi: Path) -> None:
+    Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, python3, 2777\nGPU-bbbb-1111, 7, other, [N/A]\n")
+    assert hosts.gpu_processes([0, 1]) == [hosts.GpuProcess(0, 4242, "python3", 2777)]  # [N/A]: no figure, left out
+    assert hosts.gpu_processes([1]) == []
+
+
+def test_memory_only_this_process_holds_is_not_waited_for(fake_smi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the H200 (session 5) each stop after a micro-vl Engine waited the whole 120 s for memory the pytest
+    process itself held."""
+    monkeypatch.setattr(hosts, "OWN_MEMORY_SETTLE", 0.2)
+    baseline = hosts.gpu_memory_baseline([0])
+    fake_smi.write_text("2777")
+    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 2777\n")
+    started = time.monotonic()
+    assert not hosts.wait_gpu_memory_released([0], baseline, timeout=30, interval=0.05, own_pid=os.getpid())
+    assert time.monotonic() - started < 10
+    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 700\n"
+                                        "GPU-aaaa-0000, 99, sglang, 2000\n")
+    started = time.monotonic()  # another process still on the GPU: it may yet exit, so the whole timeout is waited
+    assert not hosts.wait_gpu_memory_released([0], baseline, timeout=1.0, interval=0.05, own_pid=os.getpid())
+    assert time.monotonic() - started >= 1.0
+
+
+def test_leftover_warning_names_who_holds_the_memory(fake_smi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_lfm import server
+
+    monkeypatch.setattr(hosts, "OWN_MEMORY_SETTLE", 0.2)
+    baseline = hosts.gpu_memory_baseline([0])
+    fake_smi.write_text("2777")
+    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 2777\n")
+    holder = rf"GPU 0: pid {os.getpid()} python3 2777 MiB \(this process"
+    with pytest.warns(server.RuntimeLeftoverWarning, match=holder):
+        server.warn_leftovers("engine", [], baseline)
 
 
 @pytest.mark.parametrize(("worker", "index"), [("gw0", 0), ("gw3", 3), ("gw12", 12), ("master", 0), ("", 0)])
