@@ -8,13 +8,13 @@ so an sglang that fixes it shows up as XPASS.
 float16 must agree with bfloat16 on the first tokens' logprobs: the top-5 logprobs at every prompt position and at the
 first generated positions (while both dtypes pick the same tokens). The reference is sglang's HF-parity check
 (test/srt/models/test_generation_models.py: 5e-2 prefill, 5e-2 or 6e-2 decode by version, run with TORCH_DTYPES =
-[torch.float16]): sglang's float16 against transformers' float16 on the same token sequences (on the GPU when there is
-one), within that tolerance. sglang states no tolerance for bfloat16, whose rounding is 8x coarser: its difference
-from transformers' bfloat16 is reported, not held to the float16 figure (the H200, session 5: 0.120 on micro-dense,
-4 bfloat16 steps of a logit between 4 and 8). The two dtypes round differently, so the reference disagrees with
-itself between them (0.10-0.14 on the micro checkpoints): float16 against bfloat16 is bounded by twice the
-tolerance plus transformers' own float16-vs-bfloat16 difference (fixed before session 5's run; session 4's bound,
-one tolerance plus the gap, was missed by 0.0018).
+[torch.float16]), a check of its own here: sglang's float16 against transformers' float16 on the same token sequences
+(on the GPU when there is one), within that tolerance. sglang states no tolerance for bfloat16, whose rounding is 8x
+coarser: its difference from transformers' bfloat16 is reported, not held to the float16 figure (the H200, session 5:
+0.120 on micro-dense, 4 bfloat16 steps of a logit between 4 and 8). The two dtypes round differently, so the
+reference disagrees with itself between them (0.10-0.14 on the micro checkpoints): float16 against bfloat16 is
+bounded by twice the tolerance plus transformers' own float16-vs-bfloat16 difference (fixed before session 5's run;
+session 4's bound, one tolerance plus the gap, was missed by 0.0018).
 Where transformers cannot load the model here (no local directory, or over REFERENCE_MAX_BYTES) twice the parity
 tolerance is the float16-vs-bfloat16 bound, and the report says so. The bfloat16 figures are measured once per model by
 ``test_bfloat16_serves`` and kept for the float16 comparison, so the two runtimes never share a GPU; if that test
@@ -187,19 +187,46 @@ def _reference_top(path: str, family: str, dtype: str, sequences: Sequence[Seque
     return out
 
 
-def _reference_tops(model: ModelSpec, reference: Sequence[Logprobs], spans: Sequence[Span]
-                    ) -> tuple[list[list[list[float]]], list[list[list[float]]]] | str:
-    """transformers' bfloat16 and float16 top-k logprobs at every position sglang is compared on: each prompt
-    followed by sglang's bfloat16 greedy output up to the compared positions; or why there is no reference."""
+def _no_reference(model: ModelSpec) -> str | None:
+    """Why transformers cannot be the reference for ``model`` here, or None."""
     path = model.model_path()
     files = list(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
     if not files:
         return f"no reference: {path} is not a local checkpoint directory"
     if sum(f.stat().st_size for f in files) > REFERENCE_MAX_BYTES:
         return f"no reference: {path} is over {REFERENCE_MAX_BYTES >> 30} GiB for a reference run beside the server"
-    sequences = [r.prompt_ids + r.output_ids[: max(k - 1, 0)] for r, (_, _, k) in zip(reference, spans, strict=True)]
-    bf16, fp16 = (_reference_top(path, model.family, d, sequences) for d in ("bfloat16", "float16"))
-    return bf16, fp16
+    return None
+
+
+def _reference_tops(model: ModelSpec, runs: Sequence[Logprobs], generated: Sequence[int], dtypes: Sequence[str]
+                    ) -> dict[str, list[list[list[float]]]]:
+    """transformers' top-k logprobs, per dtype, at every position of each run's prompt followed by the run's first
+    ``generated[i] - 1`` output tokens (the contexts of its first ``generated[i]`` generated positions)."""
+    sequences = [r.prompt_ids + r.output_ids[: max(k - 1, 0)] for r, k in zip(runs, generated, strict=True)]
+    return {d: _reference_top(model.model_path(), model.family, d, sequences) for d in dtypes}
+
+
+def _check_within(what: str, diffs: tuple[Difference, Difference], bounds: tuple[float, float], how: str) -> None:
+    __tracebackhide__ = True
+    for phase, diff, bound in zip(("prefill", "decode"), diffs, bounds, strict=True):
+        checks.check(diff.max_abs < bound, f"{phase} top-{TOP_LOGPROBS} logprobs, {what}, at position "
+                     f"{diff.position}", request=_shown(diff.prompt),
+                     expected=f"|difference| < {bound:.4f}: {how} (first: {diff.first})",
+                     got=f"{diff.max_abs:.4f} (second: {diff.second})")
+
+
+def _figures(diffs: tuple[Difference, Difference], bounds: tuple[float, float] | None) -> dict[str, Any]:
+    return {"prefill": diffs[0].max_abs, "decode": diffs[1].max_abs, "bound": list(bounds) if bounds else None}
+
+
+def _pool_or_skip(settings: Settings, pool: RuntimePool | None) -> RuntimePool:
+    if settings.base_url:
+        pytest.skip("comparing dtypes needs runtimes of its own; --lfm-base-url is one running server")
+    if pool is None:
+        from pytest_lfm.plugin import NO_RUNTIME
+
+        pytest.skip(NO_RUNTIME)
+    return pool
 
 
 def _check_served_dtype(server: SglangServer | ExternalServer, allowed: tuple[str, ...]) -> None:
@@ -267,59 +294,64 @@ def test_float16_first_token_logprobs_match_bfloat16(
     lfm_runtime_pool: RuntimePool | None, bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
     """Source: sglang HF-parity tolerances (test/srt/models/test_generation_models.py, float16: 5e-2 at prompt
-    positions, 6e-2 at generated positions): float16 against transformers' float16 on the same tokens, and float16
-    against bfloat16 within twice the tolerance plus transformers' own float16-vs-bfloat16 difference."""
-    if lfm_settings.base_url:
-        pytest.skip("comparing dtypes needs a bfloat16 and a float16 runtime; --lfm-base-url is one running server")
-    if lfm_runtime_pool is None:
-        from pytest_lfm.plugin import NO_RUNTIME
-
-        pytest.skip(NO_RUNTIME)
+    positions, 6e-2 at generated positions): float16 against bfloat16 within twice the tolerance plus transformers'
+    own float16-vs-bfloat16 difference on the same tokens."""
+    pool = _pool_or_skip(lfm_settings, lfm_runtime_pool)
     model = lfm_launch.model
     reference = bfloat16_logprobs.get(model.id)
     if reference is None:
         bf16_launch = dataclasses.replace(lfm_launch, dtype="bfloat16", env=())
-        reference = bfloat16_logprobs[model.id] = _measure(lfm_runtime_pool.server(bf16_launch).base_url,
+        reference = bfloat16_logprobs[model.id] = _measure(pool.server(bf16_launch).base_url,
                                                            _chat_prompts(model, lfm_script))
-    measured = _measure(lfm_runtime_pool.server(lfm_launch).base_url, [r.prompt for r in reference])
+    measured = _measure(pool.server(lfm_launch).base_url, [r.prompt for r in reference])
 
     spans = [(r.prompt, len(r.prompt_ids), _compared_decode_positions(r, m)) for r, m in zip(reference, measured,
                                                                                              strict=True)]
-    sglang = {"bfloat16": [_rows(r) for r in reference], "float16": [_rows(m) for m in measured]}
-    cross = _phases(spans, sglang["bfloat16"], sglang["float16"])
-    tops = _reference_tops(model, reference, spans)
-    tolerance = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
-    # (what, differences (prefill, decode), bounds or None (reported only), how the bound is made)
-    comparisons: list[tuple[str, tuple[Difference, Difference], tuple[float, float] | None, str]] = []
-    if isinstance(tops, str):
-        comparisons.append(("float16 vs bfloat16", cross, (2 * tolerance[0], 2 * tolerance[1]),
-                            f"2 x sglang's parity tolerance ({tops}; transformers' own gap is not known)"))
-        note(request, "reference_max_abs_diff", tops)
+    cross = _phases(spans, [_rows(r) for r in reference], [_rows(m) for m in measured])
+    why = _no_reference(model)
+    if why:
+        bounds = (2 * PREFILL_TOLERANCE, 2 * DECODE_TOLERANCE)
+        how = f"2 x sglang's parity tolerance ({why}; transformers' own gap is not known)"
+        note(request, "reference_max_abs_diff", why)
     else:
-        reference_tops = dict(zip(("bfloat16", "float16"), tops, strict=True))
-        gap = _phases(spans, reference_tops["bfloat16"], reference_tops["float16"])
-        comparisons.append(("float16, sglang vs transformers", _phases(spans, sglang["float16"],
-                                                                       reference_tops["float16"]),
-                            tolerance, "sglang's HF-parity tolerance (stated for float16)"))
-        comparisons.append(("bfloat16, sglang vs transformers", _phases(spans, sglang["bfloat16"],
-                                                                        reference_tops["bfloat16"]),
-                            None, "reported: sglang states no bfloat16 parity tolerance"))
-        comparisons.append(("float16 vs bfloat16", cross, (2 * tolerance[0] + gap[0].max_abs,
-                                                           2 * tolerance[1] + gap[1].max_abs),
-                            "twice the parity tolerance plus transformers' own float16-vs-bfloat16 difference "
-                            f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})"))
-        note(request, "reference_max_abs_diff", {"prefill": gap[0].max_abs, "decode": gap[1].max_abs})
-    note(request, "logprob_max_abs_diff", {
-        what: {"prefill": d[0].max_abs, "decode": d[1].max_abs, "bound": list(bound) if bound else None}
-        for what, d, bound, _ in comparisons})
-    for what, diffs, bounds, how in comparisons:
-        if bounds is None:
-            continue
-        for phase, diff, bound in zip(("prefill", "decode"), diffs, bounds, strict=True):
-            checks.check(diff.max_abs < bound, f"{phase} top-{TOP_LOGPROBS} logprobs, {what}, at position "
-                         f"{diff.position}", request=_shown(diff.prompt),
-                         expected=f"|difference| < {bound:.4f}: {how} (first: {diff.first})",
-                         got=f"{diff.max_abs:.4f} (second: {diff.second})")
+        tops = _reference_tops(model, reference, [k for *_, k in spans], ("bfloat16", "float16"))
+        gap = _phases(spans, tops["bfloat16"], tops["float16"])
+        bounds = (2 * PREFILL_TOLERANCE + gap[0].max_abs, 2 * DECODE_TOLERANCE + gap[1].max_abs)
+        how = ("twice the parity tolerance plus transformers' own float16-vs-bfloat16 difference "
+               f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})")
+        note(request, "reference_max_abs_diff", _figures(gap, None))
+    note(request, "logprob_max_abs_diff", _figures(cross, bounds))
+    _check_within("float16 vs bfloat16", cross, bounds, how)
+
+
+@pytest.mark.lfm_launch(dtype="float16")
+def test_float16_logprobs_match_transformers(
+    request: pytest.FixtureRequest, lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_script: Script,
+    lfm_runtime_pool: RuntimePool | None, bfloat16_logprobs: dict[str, list[Logprobs]],
+) -> None:
+    """Source: sglang's HF-parity check (test/srt/models/test_generation_models.py: TORCH_DTYPES = [torch.float16],
+    5e-2 prefill, 6e-2 decode): sglang's float16 top-k logprobs against transformers' float16 on the same tokens.
+    The bfloat16 server's figure against transformers' bfloat16 is reported (sglang states no bfloat16 tolerance)."""
+    pool = _pool_or_skip(lfm_settings, lfm_runtime_pool)
+    model = lfm_launch.model
+    why = _no_reference(model)
+    if why:
+        pytest.skip(why)
+    measured = _measure(pool.server(lfm_launch).base_url, _chat_prompts(model, lfm_script))
+    runs = {"float16": measured, "bfloat16": bfloat16_logprobs.get(model.id)}
+    parity: dict[str, tuple[Difference, Difference]] = {}
+    for dtype, run in runs.items():
+        if run:
+            generated = [len(r.output_ids) for r in run]
+            spans = [(r.prompt, len(r.prompt_ids), k) for r, k in zip(run, generated, strict=True)]
+            tops = _reference_tops(model, run, generated, (dtype,))[dtype]
+            parity[dtype] = _phases(spans, [_rows(r) for r in run], tops)
+    bounds = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
+    note(request, "logprob_max_abs_diff", {f"{dtype}, sglang vs transformers": _figures(d, bounds if dtype ==
+                                                                                         "float16" else None)
+                                           for dtype, d in parity.items()})
+    _check_within("float16, sglang vs transformers", parity["float16"], bounds,
+                  "sglang's HF-parity tolerance (stated for float16)")
 
 
 KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"

@@ -49,10 +49,10 @@ def test_reference_covers_every_prompt_position_and_the_shared_decode_positions(
     directory, ids = untrained_dense
     bf16, fp16 = _logprobs(ids, [5, 6, 7, 8]), _logprobs(ids, [5, 6, 9, 9])  # the dtypes part at the third token
     spans = _spans(bf16, fp16)
-    tops = dtype_suite._reference_tops(_Model(str(directory)), [bf16], spans)
-    assert not isinstance(tops, str), tops
-    assert [len(rows) for rows in tops[0]] == [len(ids) + 2]  # the prompt and the two shared generated tokens
-    gap = dtype_suite._phases(spans, *tops)
+    assert dtype_suite._no_reference(_Model(str(directory))) is None
+    tops = dtype_suite._reference_tops(_Model(str(directory)), [bf16], [spans[0][2]], ("bfloat16", "float16"))
+    assert [len(rows) for rows in tops["bfloat16"]] == [len(ids) + 2]  # the prompt and the two shared generated tokens
+    gap = dtype_suite._phases(spans, tops["bfloat16"], tops["float16"])
     prefill, decode = gap
     assert 0 <= prefill.position < len(ids) - 1 and 0 <= decode.position < 3  # compared: up to the first difference
     assert all(math.isfinite(d.max_abs) and 0 < d.max_abs < 1 for d in gap), gap  # rounding, not a broken model
@@ -74,11 +74,7 @@ def test_phases_find_the_largest_difference_where_the_runs_share_their_context()
 def test_no_reference_for_a_hub_id_or_a_checkpoint_too_large_for_the_cpu(
     untrained_dense: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    directory, ids = untrained_dense
-    run = _logprobs(ids, [5])
-    spans = _spans(run, run)
-    assert "not a local checkpoint directory" in str(dtype_suite._reference_tops(_Model("LiquidAI/LFM2-350M"), [run],
-                                                                                 spans))
+    directory, _ = untrained_dense
+    assert "not a local checkpoint directory" in str(dtype_suite._no_reference(_Model("LiquidAI/LFM2-350M")))
     monkeypatch.setattr(dtype_suite, "REFERENCE_MAX_BYTES", 1024)
-    assert "for a reference run beside the server" in str(dtype_suite._reference_tops(_Model(str(directory)), [run],
-                                                                                      spans))
+    assert "for a reference run beside the server" in str(dtype_suite._no_reference(_Model(str(directory))))
