@@ -340,18 +340,37 @@ def test_float16_logprobs_match_transformers(
     measured = _measure(pool.server(lfm_launch).base_url, _chat_prompts(model, lfm_script))
     runs = {"float16": measured, "bfloat16": bfloat16_logprobs.get(model.id)}
     parity: dict[str, tuple[Difference, Difference]] = {}
+    shifted: dict[int, float] = {}
     for dtype, run in runs.items():
         if run:
             generated = [len(r.output_ids) for r in run]
             spans = [(r.prompt, len(r.prompt_ids), k) for r, k in zip(run, generated, strict=True)]
             tops = _reference_tops(model, run, generated, (dtype,))[dtype]
             parity[dtype] = _phases(spans, [_rows(r) for r in run], tops)
+            if dtype == "float16":
+                shifted = _prompt_shifts(spans, [_rows(r) for r in run], tops)
     bounds = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
     note(request, "logprob_max_abs_diff", {f"{dtype}, sglang vs transformers": _figures(d, bounds if dtype ==
                                                                                          "float16" else None)
                                            for dtype, d in parity.items()})
+    note(request, "prompt_logprob_shifts", shifted)
+    fits = [s for s, diff in shifted.items() if s != 0 and diff < bounds[0]]
     _check_within("float16, sglang vs transformers", parity["float16"], bounds,
-                  "sglang's HF-parity tolerance (stated for float16)")
+                  "sglang's HF-parity tolerance (stated for float16)" + (
+                      f"; sglang's prompt logprobs match transformers' {fits[0]:+d} position(s) away: an alignment "
+                      "bug" if fits else ""))
+
+
+def _prompt_shifts(spans: Sequence[Span], ours: Sequence[Sequence[list[float]]],
+                   reference: Sequence[Sequence[list[float]]]) -> dict[int, float]:
+    """The largest prompt-position difference with sglang's rows compared to the reference's ``shift`` positions
+    later (-1, 0, +1): a diagnosis for a mismatch, whether it is numbers or an off-by-one alignment."""
+    out = {}
+    for shift in (-1, 0, 1):
+        pairs = [(p, i, x[i], y[i + shift]) for (p, n, _), x, y in zip(spans, ours, reference, strict=True)
+                 for i in range(max(0, -shift), n - 1 - max(0, shift))]
+        out[shift] = _largest_difference(pairs).max_abs
+    return out
 
 
 KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"

@@ -71,6 +71,17 @@ def test_phases_find_the_largest_difference_where_the_runs_share_their_context()
     assert (decode.max_abs, decode.position) == (0.5, 2)
 
 
+def test_prompt_shifts_tell_an_off_by_one_from_numbers() -> None:
+    ids = list(range(8))
+    ours = _logprobs(ids, [5])
+    for i, row in enumerate(ours.prompt_top):
+        row[:] = [-float(i)] * 5  # a distinct row per position
+    spans = _spans(ours, ours)
+    reference = [[[-float(i - 1)] * 5 for i in range(len(ids))]]  # the same rows, one position later
+    shifts = dtype_suite._prompt_shifts(spans, [dtype_suite._rows(ours)], reference)
+    assert shifts[1] == 0.0 and shifts[0] == 1.0 and shifts[-1] == 2.0
+
+
 def test_no_reference_for_a_hub_id_or_a_checkpoint_too_large_for_the_cpu(
     untrained_dense: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
