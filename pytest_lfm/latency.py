@@ -388,19 +388,16 @@ def run_bench_serving(base_url: str, model: str, tokenizer_path: str, workload: 
         return record
 
 
-def fidelity_ratios(ours: LatencyResult | Sequence[LatencyResult],
-                    bench: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """ours / bench_serving's for mean TTFT, mean TPOT, mean ITL and mean E2E (1.0 = identical); over several rounds,
-    the ratio of the means of the rounds."""
-    ours_ = [ours] if isinstance(ours, LatencyResult) else list(ours)
-    bench_ = [bench] if isinstance(bench, Mapping) else list(bench)
+def fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """ours / bench_serving's for mean TTFT, mean TPOT, mean ITL and mean E2E over the rounds given (the ratio of
+    the means; 1.0 = identical); a figure bench_serving reports as 0 in some round is left out."""
     pairs = {"ttft": ("mean_ttft_ms", "mean_ttft_ms"), "tpot": ("mean_tpot_ms", "mean_tpot_ms"),
              "itl": ("mean_itl_ms", "mean_itl_ms"), "e2e": ("mean_e2e_ms", "mean_e2e_latency_ms")}
     out = {}
     for name, (mine, theirs) in pairs.items():
-        theirs_mean = float(np.mean([float(b.get(theirs) or 0) for b in bench_]))
-        if theirs_mean > 0 and all(float(b.get(theirs) or 0) > 0 for b in bench_):
-            out[name] = float(np.mean([float(getattr(r, mine)) for r in ours_])) / theirs_mean
+        values = [float(b.get(theirs) or 0) for b in bench]
+        if values and all(v > 0 for v in values):
+            out[name] = float(np.mean([float(getattr(r, mine)) for r in ours])) / float(np.mean(values))
     return out
 
 

@@ -296,8 +296,8 @@ def test_bench_serving_command_mirrors_the_workload(tmp_path: Any) -> None:
 
 def test_fidelity_ratios() -> None:
     ours = _result(mean_ttft_ms=10.0, mean_tpot_ms=1.0, mean_itl_ms=1.0, mean_e2e_ms=100.0)
-    ratios = latency.fidelity_ratios(ours, {"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
-                                            "mean_e2e_latency_ms": 100.0})
+    ratios = latency.fidelity_ratios([ours], [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
+                                              "mean_e2e_latency_ms": 100.0}])
     assert ratios == pytest.approx({"ttft": 1.0, "tpot": 1 / 0.98, "e2e": 1.0})
 
 
@@ -319,7 +319,7 @@ def test_fidelity_over_rounds_is_the_ratio_of_the_means_and_the_rounds_alternate
     runs = latency.interleaved_rounds(ours, bench, rounds=3)
     assert calls == ["ours", "bench", "bench", "ours", "ours", "bench"]
     assert latency.fidelity_ratios(*runs) == pytest.approx({"ttft": 1.0, "tpot": 1.0, "itl": 1.0, "e2e": 1.0})
-    assert latency.fidelity_ratios(runs[0][0], runs[1][0])["ttft"] == pytest.approx(10 / 11)
+    assert latency.fidelity_ratios(runs[0][:1], runs[1][:1])["ttft"] == pytest.approx(10 / 11)
 
 
 def test_fidelity_against_bench_serving_on_a_fake_server(
@@ -344,7 +344,7 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     bench = latency.run_bench_serving(fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240)
     assert bench["completed"] == 6 and ours.completed == 6
     assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
-    ratios = latency.fidelity_ratios(ours, bench)
+    ratios = latency.fidelity_ratios([ours], [bench])
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
 
 
