@@ -401,18 +401,19 @@ def fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Mapping[str, 
     return out
 
 
-FIDELITY_ROUNDS = 3
+FIDELITY_ROUNDS = 4
 
 
 def interleaved_rounds(run_ours: Callable[[], LatencyResult], run_bench: Callable[[], dict[str, Any]],
                        rounds: int = FIDELITY_ROUNDS) -> tuple[list[LatencyResult], list[dict[str, Any]]]:
-    """The plugin's and bench_serving's measurements of one server, alternated (ours first, then bench_serving
-    first, ...), so that the server's drift over the minutes of a run falls on both sides: on the H200 (session 5)
-    the plugin's own TPOT on one server was 1.17 ms and, minutes later, 1.45 ms."""
+    """The plugin's and bench_serving's measurements of one server in the order ours, theirs, theirs, ours, theirs,
+    ours, ours, theirs (ABBA pairs), so that a drift of the server over the minutes of a run falls on both sides
+    alike (for an even number of rounds, a linear drift cancels in the means): on the H200 (session 5) the plugin's
+    own TPOT on one server was 1.17 ms and, minutes later, 1.45 ms."""
     ours: list[LatencyResult] = []
     bench: list[dict[str, Any]] = []
     for i in range(rounds):
-        if i % 2 == 0:
+        if i % 4 in (0, 3):
             ours.append(run_ours())
             bench.append(run_bench())
         else:
