@@ -3,6 +3,7 @@ logprobs differ most."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ class _Model:
     family: str = "dense"
 
     def model_path(self) -> str:
+        return self.path
+
+    def tokenizer_path(self) -> str:
         return self.path
 
 
@@ -89,3 +93,32 @@ def test_no_reference_for_a_hub_id_or_a_checkpoint_too_large_for_the_cpu(
     assert "not a local checkpoint directory" in str(dtype_suite._no_reference(_Model("LiquidAI/LFM2-350M")))
     monkeypatch.setattr(dtype_suite, "REFERENCE_MAX_BYTES", 1024)
     assert "for a reference run beside the server" in str(dtype_suite._no_reference(_Model(str(directory))))
+
+
+def test_the_known_id_clip_is_the_last_id_reported_as_0_and_nothing_else() -> None:
+    tokens = [1, 6, 928, 698]
+    clipped = dtype_suite._id_mismatches(tokens, [1, 6, 0, 698])
+    assert clipped == [(2, 928, 0)] and dtype_suite._only_the_known_clip(clipped, vocab=929)
+    assert not dtype_suite._only_the_known_clip(dtype_suite._id_mismatches(tokens, [1, 6, 5, 698]), vocab=929)
+    assert not dtype_suite._only_the_known_clip(clipped, vocab=1000)  # 928 is not that vocabulary's last id
+    assert dtype_suite._id_mismatches(tokens, [1, 6, 928]) == [(3, 698, -1)]  # a missing position counts
+    assert dtype_suite._id_mismatches(tokens, tokens) == []
+
+
+def test_reference_runs_on_the_prompt_tokens_where_sglang_reported_the_last_id_as_0(
+    untrained_dense: tuple[Path, list[int]],
+) -> None:
+    """sglang 0.5.17 reports the vocabulary's last id as 0 in input_token_logprobs; the reference must see the real
+    token (micro-vl's chat template holds it), and any other disagreement leaves sglang's ids as they are."""
+    directory, ids = untrained_dense
+    model = _Model(str(directory))
+    last = dtype_suite._vocab_size(model) - 1
+    tokenizer = dtype_suite.load_tokenizer(str(directory))
+    prompt = tokenizer.decode([*ids, last, *ids[1:3]])
+    tokens = dtype_suite._prompt_tokens(model, prompt)
+    assert last in tokens
+    reported = [0 if t == last else t for t in tokens]
+    run = dtype_suite.Logprobs(prompt, reported, [[0.0] * 5 for _ in reported[1:]], [], [])
+    assert dtype_suite._computed_ids(model, run) == tokens
+    other = dataclasses.replace(run, prompt_ids=[t + 1 if t == tokens[1] else t for t in reported])
+    assert dtype_suite._computed_ids(model, other) == other.prompt_ids
