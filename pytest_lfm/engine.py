@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -88,13 +88,33 @@ def _descendants() -> set[psutil.Process]:
     return {p for p in psutil.Process().children(recursive=True) if p.pid != tracker}
 
 
+def release_mm_feature_pool(engine: Any) -> bool:
+    """Free the CUDA-IPC feature pool of an engine's image processor; True if there was one.
+
+    sgl.Engine runs its tokenizer manager, and for VL models the image processor, in the calling process. With
+    ``mm_feature_transport`` cuda_ipc (sglang 0.5.17's default on one node) that processor reserves a pool of
+    SGLANG_MM_FEATURE_CACHE_MB (1 GiB) on the GPU (utils/cuda_ipc_transport_utils.py: MmItemMemoryPool) and
+    shutdown() leaves it: the H200 (session 6) found 1542 MiB held by the pytest process after a micro-vl Engine's
+    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done."""
+    processor = getattr(getattr(engine, "tokenizer_manager", None), "mm_processor", None)
+    pool = getattr(processor, "cudaipc_mmfeature_pool", None)
+    if processor is None or pool is None:
+        return False
+    with suppress(Exception):  # sglang's own teardown; what it raises must not hide the release
+        pool.shutdown()
+    for name in ("memory_pool", "available_chunks", "occupied_chunks", "sync_flag_list"):
+        with suppress(AttributeError):
+            delattr(pool, name)
+    processor.cudaipc_mmfeature_pool = None
+    return True
+
+
 def release_cached_cuda_memory() -> None:
     """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
     image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
     process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back. The
-    H200 (session 5) showed empty_cache alone is not enough: that memory is image features shared with the scheduler
-    through CUDA IPC ("Producer process has been terminated before all shared CUDA tensors released"), which only
-    torch.cuda.ipc_collect hands back once the scheduler is gone (unverified on a GPU)."""
+    H200 (session 6) showed empty_cache and torch.cuda.ipc_collect are not enough while the image processor's CUDA-IPC
+    pool is alive (release_mm_feature_pool frees it first)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         gc.collect()
@@ -150,6 +170,7 @@ class SglangEngine:
             self.engine.shutdown()
         finally:
             stubborn = sweep(spawned)
+            release_mm_feature_pool(self.engine)
         release_cached_cuda_memory()
         warn_leftovers(self, stubborn, self._gpu_baseline)
 

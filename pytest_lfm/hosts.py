@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -125,7 +126,17 @@ def describe_holders(gpus: Iterable[int]) -> str:
     return "held by " + "; ".join(
         f"GPU {p.gpu}: pid {p.pid} {p.name} {p.used_mib} MiB" + (
             " (this process: an sgl.Engine runs its tokenizer manager here, and what it holds returns only when "
-            "this process exits)" if p.pid == own else "") for p in procs)
+            f"this process exits{_torch_share()})" if p.pid == own else "") for p in procs)
+
+
+def _torch_share() -> str:
+    """How much of this process's GPU memory torch's allocator accounts for (the rest: CUDA context, IPC pools)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return ""
+    allocated = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) >> 20
+    reserved = sum(torch.cuda.memory_reserved(i) for i in range(torch.cuda.device_count())) >> 20
+    return f"; torch here: {allocated} MiB allocated, {reserved} MiB reserved, the rest is the CUDA context"
 
 
 OWN_MEMORY_SETTLE = 5.0
