@@ -95,7 +95,9 @@ def release_mm_feature_pool(engine: Any) -> bool:
     ``mm_feature_transport`` cuda_ipc (sglang 0.5.17's default on one node) that processor reserves a pool of
     SGLANG_MM_FEATURE_CACHE_MB (1 GiB) on the GPU (utils/cuda_ipc_transport_utils.py: MmItemMemoryPool) and
     shutdown() leaves it: the H200 (session 6) found 1542 MiB held by the pytest process after a micro-vl Engine's
-    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done."""
+    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done. Freeing it
+    here did not give it back on the H200 (1024 MiB still allocated by torch): the pool's storage was shared with the
+    scheduler, which died holding it, so torch keeps it until this process exits."""
     processor = getattr(getattr(engine, "tokenizer_manager", None), "mm_processor", None)
     pool = getattr(processor, "cudaipc_mmfeature_pool", None)
     if processor is None or pool is None:
@@ -148,6 +150,7 @@ class SglangEngine:
         with _environ(updates):
             self.engine: Any = sgl.Engine(**self.kwargs)
         self.startup_seconds: float | None = round(time.monotonic() - started, 2)
+        self.mm_feature_pool_released: bool | None = None  # stop(): whether an image-feature pool was freed
         self._running = True
 
     def __repr__(self) -> str:
@@ -170,7 +173,7 @@ class SglangEngine:
             self.engine.shutdown()
         finally:
             stubborn = sweep(spawned)
-            release_mm_feature_pool(self.engine)
+            self.mm_feature_pool_released = release_mm_feature_pool(self.engine)
         release_cached_cuda_memory()
         warn_leftovers(self, stubborn, self._gpu_baseline)
 

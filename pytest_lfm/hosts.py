@@ -129,6 +129,14 @@ def describe_holders(gpus: Iterable[int]) -> str:
             f"this process exits{_torch_share()})" if p.pid == own else "") for p in procs)
 
 
+def torch_allocated_mib() -> int | None:
+    """What torch's allocator holds in this process on all GPUs (MiB); None where CUDA was never used here."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return int(sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) >> 20)
+
+
 def _torch_share() -> str:
     """How much of this process's GPU memory torch's allocator accounts for (the rest: CUDA context, IPC pools)."""
     torch = sys.modules.get("torch")
