@@ -133,7 +133,8 @@ def test_latency_agrees_with_bench_serving(
         lambda: run_bench_serving(lfm_live_server.base_url, lfm_model_name, lfm_tokenizer_path, WORKLOAD))
     ratios = fidelity_ratios(ours, bench)
     per_round = [fidelity_ratios([o], [b]) for o, b in zip(ours, bench, strict=True)]
-    keys = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2e_latency_ms", "output_throughput", "completed")
+    keys = ("mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "mean_itl_ms", "mean_e2e_latency_ms",
+            "output_throughput", "completed")
     note(request, "fidelity", {
         "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
         "rounds": len(ours), "round_ratios": per_round,

@@ -299,6 +299,9 @@ def test_fidelity_ratios() -> None:
     ratios = latency.fidelity_ratios([ours], [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
                                               "mean_e2e_latency_ms": 100.0}])
     assert ratios == pytest.approx({"ttft": 1.0, "tpot": 1 / 0.98, "e2e": 1.0})
+    medians = latency.fidelity_ratios([_result(median_ttft_ms=9.0, median_tpot_ms=1.0)],
+                                      [{"median_ttft_ms": 10.0, "median_tpot_ms": 1.25}])
+    assert medians["median_ttft"] == pytest.approx(0.9) and medians["median_tpot"] == pytest.approx(0.8)
 
 
 def test_fidelity_over_rounds_is_the_ratio_of_the_means_and_the_rounds_go_abba() -> None:
