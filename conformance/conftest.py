@@ -1,6 +1,9 @@
-"""The ``turn`` fixture: a scripted request, parametrized indirectly by turn id (``checks.scripted(kind, ...)``)."""
+"""Fixtures the suites share: ``turn`` (a scripted request, parametrized indirectly by turn id:
+``checks.scripted(kind, ...)``) and ``lfm_tokenizer_path``."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -15,3 +18,9 @@ def turn(request: pytest.FixtureRequest, lfm_script: Script, lfm_model: ModelSpe
     if scripted not in lfm_script.for_model(lfm_model):
         pytest.skip(f"turn {scripted.id} is not scripted for {lfm_model.id}")
     return scripted
+
+
+@pytest.fixture
+def lfm_tokenizer_path(lfm_model_name: str, lfm_model: ModelSpec) -> str:
+    """Where the served model's tokenizer is: the served path when it is a local directory, else the model's path."""
+    return lfm_model_name if os.path.isdir(lfm_model_name) else lfm_model.tokenizer_path()

@@ -95,7 +95,7 @@ def test_engine_shutdown_frees_the_gpu(
     released = hosts.wait_gpu_memory_released(lfm_gpus, baseline, timeout=60, own_pid=os.getpid())
     after = hosts.gpu_memory_baseline(lfm_gpus)
     others = [p for p in hosts.gpu_processes(lfm_gpus) if p.pid != os.getpid()]
-    pinned = hosts.torch_allocated_mib() or 0
+    pinned = (hosts.torch_memory_mib() or (0, 0))[0]
     note(request, "engine_shutdown", {"baseline_mib": baseline, "loaded_mib": loaded, "after_mib": after,
                                       "other_processes": [dataclasses.asdict(p) for p in others],
                                       "torch_allocated_here_mib": pinned,

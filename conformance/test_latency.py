@@ -9,7 +9,6 @@ produce the requested number of tokens. The figures go to pytest-benchmark (``ex
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -27,7 +26,7 @@ from pytest_lfm.latency import (
     measure,
     run_bench_serving,
 )
-from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.report import note
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import Settings
@@ -42,12 +41,6 @@ def gpu_name(gpus: list[int]) -> str:
     """The name of this worker's GPU as nvidia-smi prints it (budget keys are prefixes of it)."""
     names = {g.index: g.name for g in hosts.list_gpus()}
     return names.get(gpus[0], "unknown GPU") if gpus else "remote or unknown GPU"
-
-
-@pytest.fixture
-def lfm_tokenizer_path(lfm_model_name: str, lfm_model: ModelSpec) -> str:
-    """Where the served model's tokenizer is: the served path when it is a local directory, else the model's path."""
-    return lfm_model_name if os.path.isdir(lfm_model_name) else lfm_model.tokenizer_path()
 
 
 @pytest.fixture(params=["concurrency-1", "concurrency-n"])

@@ -17,7 +17,6 @@ fails. A server someone else started (--lfm-base-url) is not on this worker's GP
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 import pytest
@@ -38,13 +37,12 @@ GROWTH_LIMIT_MIB = 1024
 
 def test_server_memory_stays_flat_over_distinct_requests(
     request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
-    lfm_launch: LaunchConfig, lfm_gpus: list[int],
+    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
 ) -> None:
     """512 distinct 1k-token prompts at concurrency 8: every one answered, GPU memory grows by < 1 GiB."""
     if isinstance(lfm_live_server, ExternalServer) or not lfm_gpus:
         pytest.skip("the server under test is not on this worker's GPUs (--lfm-base-url): its memory is not seen")
-    path = lfm_model_name if os.path.isdir(lfm_model_name) else lfm_launch.model.tokenizer_path()
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(lfm_tokenizer_path)
     measure(lfm_live_server.base_url, lfm_model_name, tokenizer, WARMUP)
     before = hosts.gpu_memory_baseline(lfm_gpus)
     result = measure(lfm_live_server.base_url, lfm_model_name, tokenizer, DISTINCT)

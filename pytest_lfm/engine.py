@@ -95,9 +95,10 @@ def release_mm_feature_pool(engine: Any) -> bool:
     ``mm_feature_transport`` cuda_ipc (sglang 0.5.17's default on one node) that processor reserves a pool of
     SGLANG_MM_FEATURE_CACHE_MB (1 GiB) on the GPU (utils/cuda_ipc_transport_utils.py: MmItemMemoryPool) and
     shutdown() leaves it: the H200 (session 6) found 1542 MiB held by the pytest process after a micro-vl Engine's
-    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done. Freeing it
-    here did not give it back on the H200 (1024 MiB still allocated by torch): the pool's storage was shared with the
-    scheduler, which died holding it, so torch keeps it until this process exits."""
+    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done. With this
+    release in stop() the H200 still showed 1024 MiB allocated by torch; whether it had found the pool was not
+    recorded then (stop() records it now). Likely the pool's storage, shared with the scheduler that died holding
+    it, stays with torch until this process exits."""
     processor = getattr(getattr(engine, "tokenizer_manager", None), "mm_processor", None)
     pool = getattr(processor, "cudaipc_mmfeature_pool", None)
     if processor is None or pool is None:

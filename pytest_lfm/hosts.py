@@ -129,22 +129,22 @@ def describe_holders(gpus: Iterable[int]) -> str:
             f"this process exits{_torch_share()})" if p.pid == own else "") for p in procs)
 
 
-def torch_allocated_mib() -> int | None:
-    """What torch's allocator holds in this process on all GPUs (MiB); None where CUDA was never used here."""
+def torch_memory_mib() -> tuple[int, int] | None:
+    """(allocated, reserved) by torch's allocator in this process on all GPUs, MiB; None where CUDA was never used
+    here. The rest of what nvidia-smi shows for this process is the CUDA context and memory outside torch."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():
         return None
-    return int(sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) >> 20)
+    devices = range(torch.cuda.device_count())
+    return (int(sum(torch.cuda.memory_allocated(i) for i in devices)) >> 20,
+            int(sum(torch.cuda.memory_reserved(i) for i in devices)) >> 20)
 
 
 def _torch_share() -> str:
-    """How much of this process's GPU memory torch's allocator accounts for (the rest: CUDA context, IPC pools)."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
+    held = torch_memory_mib()
+    if held is None:
         return ""
-    allocated = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) >> 20
-    reserved = sum(torch.cuda.memory_reserved(i) for i in range(torch.cuda.device_count())) >> 20
-    return f"; torch here: {allocated} MiB allocated, {reserved} MiB reserved, the rest is the CUDA context"
+    return f"; torch here: {held[0]} MiB allocated, {held[1]} MiB reserved, the rest is the CUDA context"
 
 
 OWN_MEMORY_SETTLE = 5.0

@@ -122,7 +122,6 @@ def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], gpu_base
             f"(waited up to {GPU_RELEASE_TIMEOUT:g} s); {hosts.describe_holders(sorted(gpu_baseline))}"), stacklevel=3)
 
 
-
 def _get_json(url: str, timeout: float = 10.0) -> Any:
     response = httpx.get(url, timeout=timeout)
     response.raise_for_status()
