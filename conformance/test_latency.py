@@ -114,16 +114,17 @@ def test_latency_within_budget_low_latency_profile(
 @pytest.mark.lfm_fidelity
 def test_latency_agrees_with_bench_serving(
     request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
-    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
+    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_settings: Settings,
 ) -> None:
     """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload, over
-    alternated rounds (the server drifts between runs minutes apart more than 5%)."""
+    --lfm-fidelity-rounds alternated rounds (the server drifts between runs minutes apart more than 5%)."""
     if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
         pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
     tokenizer = load_tokenizer(lfm_tokenizer_path)
     ours, bench = interleaved_rounds(
         lambda: measure(lfm_live_server.base_url, lfm_model_name, tokenizer, WORKLOAD),
-        lambda: run_bench_serving(lfm_live_server.base_url, lfm_model_name, lfm_tokenizer_path, WORKLOAD))
+        lambda: run_bench_serving(lfm_live_server.base_url, lfm_model_name, lfm_tokenizer_path, WORKLOAD),
+        lfm_settings.fidelity_rounds)
     ratios = fidelity_ratios(ours, bench)
     per_round = [fidelity_ratios([o], [b]) for o, b in zip(ours, bench, strict=True)]
     keys = ("mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "mean_itl_ms", "mean_e2e_latency_ms",

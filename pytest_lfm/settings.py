@@ -59,6 +59,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("record", "record every HTTP exchange with the servers into DIR", "DIR"),
     Option("replay", "answer the suites' requests from a recording in DIR (no server, no GPU)", "DIR"),
     Option("latency_concurrency", "concurrency of the latency suite's second load level", "N", default="8"),
+    Option("fidelity_rounds", "alternated rounds of the fidelity check against sglang.bench_serving (even)", "N",
+           default="4"),
 )
 
 
@@ -77,6 +79,7 @@ class Settings:
     record_dir: Path | None = None
     replay_dir: Path | None = None
     latency_concurrency: int = 8
+    fidelity_rounds: int = 4
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
 
@@ -138,14 +141,20 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         raise _fail(by_name["launch_timeout"], sources["launch_timeout"], values["launch_timeout"],
                     "is not a positive number of seconds", "Use e.g. --lfm-launch-timeout 900.") from None
 
-    try:
-        concurrency = int(values["latency_concurrency"])
-        if concurrency < 1:
-            raise ValueError
-    except ValueError:
-        raise _fail(by_name["latency_concurrency"], sources["latency_concurrency"],
-                    values["latency_concurrency"], "is not a positive integer",
-                    "Use e.g. --lfm-latency-concurrency 8.") from None
+    def count(name: str, ok: Callable[[int], bool], why: str, fix: str) -> int:
+        try:
+            n = int(values[name])
+            if not ok(n):
+                raise ValueError
+        except ValueError:
+            raise _fail(by_name[name], sources[name], values[name], why, fix) from None
+        return n
+
+    concurrency = count("latency_concurrency", lambda n: n >= 1, "is not a positive integer",
+                        "Use e.g. --lfm-latency-concurrency 8.")
+    # ABBA pairs: an even number of rounds, so that a linear drift of the server cancels in the means
+    fidelity_rounds = count("fidelity_rounds", lambda n: n >= 2 and n % 2 == 0, "is not an even number >= 2",
+                            "Use e.g. --lfm-fidelity-rounds 8.")
 
     gpus: tuple[int, ...] | None = None
     if values["gpu"]:
@@ -195,6 +204,7 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         record_dir=record_dir,
         replay_dir=replay_dir,
         latency_concurrency=concurrency,
+        fidelity_rounds=fidelity_rounds,
         sources=sources,
     )
 

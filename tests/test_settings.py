@@ -38,6 +38,7 @@ def test_defaults(pytester: pytest.Pytester) -> None:
         ("base_url", "http://a:1", "http://b:2", "http://c:3", "base_url='{}'"),
         ("server_arg", "--x", "--y", "--z", "server_args=('{}',)"),
         ("latency_concurrency", "2", "3", "4", "latency_concurrency={}"),
+        ("fidelity_rounds", "6", "8", "10", "fidelity_rounds={}"),
         ("report", "r1", "r2", "r3", "report_dir=PosixPath('{}')"),
         ("record", "c1", "c2", "c3", "record_dir=PosixPath('{}')"),
     ],
@@ -87,6 +88,7 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
         (["--lfm-replay", "nowhere"], {}, "*lfm-replay = 'nowhere'*is not a directory*--lfm-record*"),
         (["--lfm-matrix", "missing.toml"], {}, "*lfm-matrix = 'missing.toml'*is not a file*"),
         (["--lfm-latency-concurrency", "0"], {}, "*is not a positive integer*"),
+        ([], {"LFM_FIDELITY_ROUNDS": "3"}, "*'3' (from environment LFM_FIDELITY_ROUNDS) is not an even number >= 2*"),
         (["--lfm-model", "LiquidAI/LFM2-1T"], {},
          "*unknown model 'LiquidAI/LFM2-1T' (from command line --lfm-model). Known ids: micro-dense*"
          "--lfm-matrix FILE*"),
