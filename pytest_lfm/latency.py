@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 FIDELITY_MARKER = ("lfm_fidelity: compares the plugin's TTFT/TPOT with sglang.bench_serving on the same server; "
                    "runs only when selected with -m lfm_fidelity")
@@ -403,17 +405,88 @@ def fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Mapping[str, 
     return out
 
 
+# the server's own histograms (sglang --enable-metrics): what it measured itself for the requests it served
+SERVER_METRICS = {"ttft": "sglang:time_to_first_token_seconds", "itl": "sglang:inter_token_latency_seconds"}
+
+
+def server_latency_totals(base_url: str, timeout: float = 30.0) -> dict[str, tuple[float, float]] | None:
+    """(sum of seconds, count) of the server's TTFT and inter-token-latency histograms from ``GET /metrics``, over
+    all their label sets; None when the server exports neither (sglang launched without ``--enable-metrics``)."""
+    try:
+        response = httpx.get(f"{base_url}/metrics", timeout=timeout)
+        if response.status_code != 200:
+            return None
+        families = list(text_string_to_metric_families(response.text))
+    except (httpx.HTTPError, ValueError):
+        return None
+    totals: dict[str, tuple[float, float]] = {}
+    for family in families:
+        for key, name in SERVER_METRICS.items():
+            if family.name == name:
+                totals[key] = (sum(x.value for x in family.samples if x.name == f"{name}_sum"),
+                               sum(x.value for x in family.samples if x.name == f"{name}_count"))
+    return totals if set(totals) == set(SERVER_METRICS) else None
+
+
+def server_means(before: Mapping[str, tuple[float, float]] | None,
+                 after: Mapping[str, tuple[float, float]] | None) -> dict[str, float] | None:
+    """The server's own mean TTFT and ITL (ms, as ``ttft_ms`` / ``itl_ms``) over the requests served between two
+    ``server_latency_totals``; None without both snapshots or with nothing served in between."""
+    if before is None or after is None:
+        return None
+    out = {}
+    for key in SERVER_METRICS:
+        seconds, count = after[key][0] - before[key][0], after[key][1] - before[key][1]
+        if count <= 0:
+            return None
+        out[f"{key}_ms"] = 1000 * seconds / count
+    return out
+
+
+T = TypeVar("T")
+
+
+def observed(base_url: str, run: Callable[[], T]) -> tuple[T, dict[str, float] | None]:
+    """``run()``, with the server's own mean TTFT and ITL over it (``server_means``; None without metrics)."""
+    before = server_latency_totals(base_url)
+    value = run()
+    return value, server_means(before, server_latency_totals(base_url))
+
+
+def normalized_fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Mapping[str, Any]],
+                               ours_server: Sequence[Mapping[str, float] | None],
+                               bench_server: Sequence[Mapping[str, float] | None]) -> dict[str, float]:
+    """ours / bench_serving's with every run divided by what the server itself measured over that run: TTFT by
+    the server's mean TTFT, TPOT by its mean inter-token latency; the ratio of the means over the rounds of
+    client / server. A server that runs 20% slower during one run moves that run's client figures and the server's
+    own alike, so what is left is how the two clients measure, not when they ran (session 7 on the H200: the
+    server's decode time moved 1.37-1.81 ms between runs a minute apart; client / server stayed 0.912-0.915 for
+    both clients). {} when some run has no server figures."""
+    if not ours_server or not bench_server or any(s is None for s in (*ours_server, *bench_server)):
+        return {}
+    pairs = {"ttft": ("mean_ttft_ms", "mean_ttft_ms", "ttft_ms"), "tpot": ("mean_tpot_ms", "mean_tpot_ms", "itl_ms")}
+    out = {}
+    for name, (mine, theirs, server) in pairs.items():
+        o = [float(getattr(r, mine)) / s[server] for r, s in zip(ours, ours_server, strict=True) if s]
+        b = [float(x.get(theirs) or 0) / s[server] for x, s in zip(bench, bench_server, strict=True) if s]
+        if all(v > 0 for v in o + b):
+            out[name] = float(np.mean(o)) / float(np.mean(b))
+    return out
+
+
 FIDELITY_ROUNDS = 4
+A = TypeVar("A")
+B = TypeVar("B")
 
 
-def interleaved_rounds(run_ours: Callable[[], LatencyResult], run_bench: Callable[[], dict[str, Any]],
-                       rounds: int = FIDELITY_ROUNDS) -> tuple[list[LatencyResult], list[dict[str, Any]]]:
+def interleaved_rounds(run_ours: Callable[[], A], run_bench: Callable[[], B],
+                       rounds: int = FIDELITY_ROUNDS) -> tuple[list[A], list[B]]:
     """The plugin's and bench_serving's measurements of one server in the order ours, theirs, theirs, ours, theirs,
     ours, ours, theirs (ABBA pairs), so that a drift of the server over the minutes of a run falls on both sides
     alike (for an even number of rounds, a linear drift cancels in the means): on the H200 (session 5) the plugin's
     own TPOT on one server was 1.17 ms and, minutes later, 1.45 ms."""
-    ours: list[LatencyResult] = []
-    bench: list[dict[str, Any]] = []
+    ours: list[A] = []
+    bench: list[B] = []
     for i in range(rounds):
         if i % 4 in (0, 3):
             ours.append(run_ours())

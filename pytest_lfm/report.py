@@ -190,6 +190,7 @@ class Report:
             "summary": summary,
             "checks": [asdict(c) for c in checks],
             "latency": latency_rows(checks),
+            "fidelity": fidelity_rows(checks),
             "scripted_turns": scripted_turn_rows(checks),
         }
 
@@ -230,6 +231,9 @@ class Report:
         for row in data["latency"]:
             for figure in KEY_FIGURES:
                 xml.add_global_property(f"lfm_latency[{row['test']}].{figure}", str(row.get(figure)))
+        for row in data.get("fidelity", []):
+            for figure in ("ttft", "tpot"):
+                xml.add_global_property(f"lfm_fidelity[{row['test']}].{figure}", str(row.get(figure)))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         rows = latency_rows(sorted(self.checks.values(), key=lambda c: c.nodeid))
@@ -262,6 +266,23 @@ def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
             "verdicts": lat.get("verdicts", []),
             "status": check.status,
         })
+    return rows
+
+
+def fidelity_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """One row per test that noted "fidelity": the judged TTFT / TPOT ratios against bench_serving (normalized by
+    the server's own figures where it had them), the plain ratios of the means, and how many rounds."""
+    rows = []
+    for check in checks:
+        fid = check.notes.get("fidelity")
+        if not isinstance(fid, dict):
+            continue
+        plain, normalized = fid.get("ratios") or {}, fid.get("normalized_ratios") or {}
+        judged = normalized or plain
+        rows.append({"test": check.nodeid, "config": fid.get("config"), "gpu": fid.get("gpu"),
+                     "rounds": fid.get("rounds"), "ttft": judged.get("ttft"), "tpot": judged.get("tpot"),
+                     "normalized": bool(normalized), "plain_ttft": plain.get("ttft"),
+                     "plain_tpot": plain.get("tpot"), "status": check.status})
     return rows
 
 
@@ -349,6 +370,13 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     if data["latency"]:
         lines += ["## Latency (mean over requests; bench_serving definitions)", "", *_latency_table(data["latency"]),
                   ""]
+    if data.get("fidelity"):
+        lines += ["## Fidelity: plugin / sglang.bench_serving, same server and workload", "",
+                  *_table(["config", "GPU", "rounds", "TTFT", "TPOT", "judged on", "plain TTFT", "plain TPOT",
+                           "status"],
+                          ((r["config"], r["gpu"], r["rounds"], r["ttft"], r["tpot"],
+                            "server-normalized" if r["normalized"] else "plain", r["plain_ttft"], r["plain_tpot"],
+                            r["status"]) for r in data["fidelity"])), ""]
     if data.get("scripted_turns"):
         lines += ["## Micro checkpoints: scripted turns through the runtime (temperature 0)", "",
                   *_table(["checkpoint", "turns", "exact", "percent", "missed"],

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
 from pytest_lfm import latency
 from pytest_lfm.latency import LatencyResult, RequestTiming, Verdict, Workload, judge, summarize
@@ -118,6 +119,9 @@ def test_chat_payload_is_bench_servings() -> None:
 
 GAP = 0.01  # seconds between streamed tokens
 FIRST = 0.03  # seconds to the first token
+REGISTRY = CollectorRegistry()  # the fake server's own latency histograms, named as sglang --enable-metrics names them
+SERVER_TTFT = Histogram("sglang:time_to_first_token_seconds", "ttft", ["is_streaming"], registry=REGISTRY)
+SERVER_ITL = Histogram("sglang:inter_token_latency_seconds", "itl", registry=REGISTRY)
 
 
 def _chunk(delta: dict[str, Any] | None = None, usage: dict[str, int] | None = None) -> bytes:
@@ -130,10 +134,19 @@ def _chunk(delta: dict[str, Any] | None = None, usage: dict[str, int] | None = N
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     seen: ClassVar[list[dict[str, Any]]] = []
+    metrics: ClassVar[bool] = True  # serve /metrics (sglang --enable-metrics)
+    slowdown: ClassVar[float] = 1.0  # a server that drifts: every delay times this
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/v1/models":
             self._json(200, {"data": [{"id": "fake-model"}]})
+        elif self.path == "/metrics" and _Handler.metrics:
+            data = generate_latest(REGISTRY)
+            self.send_response(200)
+            self.send_header("content-type", CONTENT_TYPE_LATEST)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._json(404, {"error": "not found"})
 
@@ -153,10 +166,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(_chunk({"role": "assistant", "content": ""}))
         self.wfile.flush()
-        time.sleep(FIRST)
+        started = time.perf_counter()
+        time.sleep(FIRST * _Handler.slowdown)
         for i in range(n):
             if i:
-                time.sleep(GAP)
+                time.sleep(GAP * _Handler.slowdown)
+            now = time.perf_counter()
+            if i:
+                SERVER_ITL.observe(now - started)
+            else:
+                SERVER_TTFT.labels(is_streaming="true").observe(now - started)
+            started = now
             if request["model"] == "error-model" and i == 1:
                 self.wfile.write(b'data: {"error": {"message": "out of memory"}}\n\n')
                 return
@@ -325,6 +345,33 @@ def test_fidelity_over_rounds_is_the_ratio_of_the_means_and_the_rounds_go_abba()
     assert latency.fidelity_ratios(runs[0][:1], runs[1][:1])["ttft"] == pytest.approx(10 / 11)
 
 
+def test_normalized_ratios_divide_each_run_by_the_servers_own_figures() -> None:
+    # the server's speed doubles between the runs; both clients read 1.1x what the server saw, ours 10% more TTFT
+    ours = [_result(mean_ttft_ms=22.0, mean_tpot_ms=1.1), _result(mean_ttft_ms=11.0, mean_tpot_ms=0.55)]
+    bench = [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.55}, {"mean_ttft_ms": 20.0, "mean_tpot_ms": 1.1}]
+    ours_server = [{"ttft_ms": 20.0, "itl_ms": 1.0}, {"ttft_ms": 10.0, "itl_ms": 0.5}]
+    bench_server = [{"ttft_ms": 10.0, "itl_ms": 0.5}, {"ttft_ms": 20.0, "itl_ms": 1.0}]
+    assert latency.normalized_fidelity_ratios(ours, bench, ours_server, bench_server) == pytest.approx(
+        {"ttft": 1.1 / 1.0, "tpot": 1.0})
+    assert latency.normalized_fidelity_ratios(ours, bench, [None, ours_server[1]], bench_server) == {}
+
+
+def test_server_means_come_from_the_metrics_histograms(
+    fake_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload = Workload(input_len=4, output_len=5, num_prompts=3, warmup_requests=0, flush_cache=False)
+    _, means = latency.observed(fake_server, lambda: latency.measure(fake_server, "fake-model", FakeTokenizer(),
+                                                                     workload))
+    assert means is not None
+    assert FIRST * 1000 <= means["ttft_ms"] < FIRST * 1000 + 20 and GAP * 1000 <= means["itl_ms"] < GAP * 1000 + 10
+    assert latency.server_means(latency.server_latency_totals(fake_server),
+                                latency.server_latency_totals(fake_server)) is None  # nothing served in between
+    monkeypatch.setattr(_Handler, "metrics", False)
+    assert latency.server_latency_totals(fake_server) is None
+    assert latency.observed(fake_server, lambda: 1) == (1, None)
+    assert latency.server_latency_totals("http://127.0.0.1:9") is None  # nothing listening
+
+
 def test_fidelity_against_bench_serving_on_a_fake_server(
     fake_server: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,13 +389,27 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>")
     fast.save_pretrained(tmp_path / "tok")
     workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=1)
-    ours = latency.measure(fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload)
+    ours, ours_server = latency.observed(fake_server, lambda: latency.measure(
+        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload))
     _Handler.seen.clear()
-    bench = latency.run_bench_serving(fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240)
+    bench, bench_server = latency.observed(fake_server, lambda: latency.run_bench_serving(
+        fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240))
     assert bench["completed"] == 6 and ours.completed == 6
     assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
     ratios = latency.fidelity_ratios([ours], [bench])
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
+    normalized = latency.normalized_fidelity_ratios([ours], [bench], [ours_server], [bench_server])
+    assert abs(normalized["ttft"] - 1) < 0.15 and abs(normalized["tpot"] - 1) < 0.15, (normalized, ours_server,
+                                                                                       bench_server)
+
+    # the server runs 1.6x slower while the plugin measures: the plain ratio sees the drift, the normalized not
+    monkeypatch.setattr(_Handler, "slowdown", 1.6)
+    slow, slow_server = latency.observed(fake_server, lambda: latency.measure(
+        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload))
+    assert latency.fidelity_ratios([slow], [bench])["tpot"] > 1.3
+    normalized = latency.normalized_fidelity_ratios([slow], [bench], [slow_server], [bench_server])
+    assert abs(normalized["ttft"] - 1) < 0.15 and abs(normalized["tpot"] - 1) < 0.15, (normalized, slow_server,
+                                                                                       bench_server)
 
 
 def test_result_is_json_serializable() -> None:

@@ -74,6 +74,9 @@ def test_latency(request):
         "figures": {"mean_ttft_ms": 15.7, "mean_tpot_ms": 1.23, "mean_itl_ms": 1.23, "mean_e2e_ms": 172.0,
                     "output_tok_s": 740.5, "failed": 0},
         "budget": None, "verdict": "reported (no budget)", "verdicts": []})
+    note(request, "fidelity", {"config": "micro-dense---enable-metrics", "gpu": "NVIDIA H100 80GB HBM3", "rounds": 4,
+                               "ratios": {"ttft": 1.104, "tpot": 1.123}, "normalized_ratios": {"ttft": 1.01,
+                                                                                              "tpot": 0.998}})
 """
 
 
@@ -113,7 +116,11 @@ def check_content(data: dict[str, Any], markdown: str) -> None:
     [row] = data["latency"]
     assert (row["config"], row["gpu"], row["mean_ttft_ms"], row["verdict"]) == (
         "micro-dense", "NVIDIA H100 80GB HBM3", 15.7, "reported (no budget)")
-    for text in ("# pytest-lfm qualification report", "| sglang |", "## Runtime launches", "### Not passing",
+    [fid] = data["fidelity"]
+    assert (fid["ttft"], fid["tpot"], fid["normalized"], fid["plain_tpot"]) == (1.01, 0.998, True, 1.123)
+    for text in ("## Fidelity", "| micro-dense---enable-metrics | NVIDIA H100 80GB HBM3 | 4 | 1.010 | 0.998 | "
+                 "server-normalized | 1.104 | 1.123 | pass |",
+                 "# pytest-lfm qualification report", "| sglang |", "## Runtime launches", "### Not passing",
                  "known bug #27614", "## Latency", "| micro-dense | default | NVIDIA H100 80GB HBM3 | 1 | 15.700 |",
                  "abc123def456"):
         assert text in markdown, text
@@ -145,6 +152,7 @@ def test_junitxml_properties(pytester: pytest.Pytester) -> None:
     assert props["lfm_fail"] == "2" and props["lfm_pass"] == "2" and props["lfm_sglang_version"]
     assert props["lfm_startup_s[server:micro-dense]"] == "12.5"
     assert props["lfm_latency[test_suite.py::test_latency].mean_ttft_ms"] == "15.7"
+    assert props["lfm_fidelity[test_suite.py::test_latency].tpot"] == "0.998"
     case = next(c for c in suite.iter("testcase") if c.get("name") == "test_pass")
     case_props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert case_props["lfm:prompt_fingerprint"] == "abc123def456"

@@ -1,8 +1,9 @@
 """Session 7: where does the fidelity gap come from? One micro-dense server (the plugin's SglangServer, the matrix's
 launch), then on it, in the order O B B O O B: the plugin's client in a fresh process (O) and sglang.bench_serving (B),
-each the workload (Workload(), = WORKLOAD) of test_latency_agrees_with_bench_serving; then the fidelity check itself through pytest against
-that server (--lfm-base-url: the plugin's client inside the pytest process) with --lfm-fidelity-rounds ROUNDS.
-Writes OUT/diag.jsonl (one line per run), OUT/h-fidelity/ (run.sh's layout), OUT/server.log."""
+each the workload (Workload(), = WORKLOAD) of test_latency_agrees_with_bench_serving; then the fidelity check
+itself through pytest against that server (--lfm-base-url: the plugin's client inside the pytest process) with
+--lfm-fidelity-rounds ROUNDS (session 7's time ended during it).
+Writes OUT/diag.jsonl (one line per run), OUT/h-fidelity/ (run.sh's layout), OUT/diag-PORT.log (the server's log)."""
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ config = LaunchConfig(spec)
 path = spec.model_path()
 server = SglangServer(path, config.server_args(), env=config.environment(), gpus=[0], log_dir=out, name="diag")
 OURS = ("import json, sys; from pytest_lfm import latency as l; "
-        "r = l.measure(sys.argv[1], sys.argv[2], l.load_tokenizer(sys.argv[2]), l.Workload()); print(json.dumps(r.figures()))")
+        "r = l.measure(sys.argv[1], sys.argv[2], l.load_tokenizer(sys.argv[2]), l.Workload()); "
+        "print(json.dumps(r.figures()))")
 try:
     server.start()
     print("started in", server.startup_seconds, flush=True)

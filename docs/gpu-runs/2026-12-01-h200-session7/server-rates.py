@@ -25,7 +25,8 @@ for row in rows[1:]:
     if row[0] - clusters[-1][-1][0] > 4:
         clusters.append([])
     clusters[-1].append(row)
-runs = [json.loads(line) for line in open(sys.argv[2])]
+with open(sys.argv[2]) as diag:
+    runs = [json.loads(line) for line in diag]
 print("| run | client | client mean TPOT ms | server ms/token (log) | client / server |")
 print("|---|---|---|---|---|")
 for i, cluster in enumerate(clusters):
