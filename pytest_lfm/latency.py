@@ -414,10 +414,16 @@ def server_latency_totals(base_url: str, timeout: float = 30.0) -> dict[str, tup
     all their label sets; None when the server exports neither (sglang launched without ``--enable-metrics``)."""
     try:
         response = httpx.get(f"{base_url}/metrics", timeout=timeout)
-        if response.status_code != 200:
-            return None
-        families = list(text_string_to_metric_families(response.text))
-    except (httpx.HTTPError, ValueError):
+    except httpx.HTTPError:
+        return None
+    return latency_totals_from_metrics(response.text) if response.status_code == 200 else None
+
+
+def latency_totals_from_metrics(text: str) -> dict[str, tuple[float, float]] | None:
+    """``server_latency_totals`` from a Prometheus text exposition (what ``/metrics`` answers)."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
         return None
     totals: dict[str, tuple[float, float]] = {}
     for family in families:

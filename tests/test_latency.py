@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -370,6 +371,36 @@ def test_server_means_come_from_the_metrics_histograms(
     assert latency.server_latency_totals(fake_server) is None
     assert latency.observed(fake_server, lambda: 1) == (1, None)
     assert latency.server_latency_totals("http://127.0.0.1:9") is None  # nothing listening
+
+
+MULTIPROCESS_EXPOSITION = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
+ttft = Histogram("sglang:time_to_first_token_seconds", "", ["model_name", "is_streaming"])
+for value in (0.02, 0.03):
+    ttft.labels(model_name="m", is_streaming="true").observe(value)
+ttft.labels(model_name="m", is_streaming="false").observe(0.05)
+# sglang's observe_inter_token_latency: one interval for 5 new tokens adds the interval to the sum, 5 to a bucket
+itl = Histogram("sglang:inter_token_latency_seconds", "", ["model_name"]).labels(model_name="m")
+itl._sum.inc(0.005)
+itl._buckets[0].inc(5)
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_server_totals_from_sglangs_multiprocess_exposition(tmp_path: Any) -> None:
+    """sglang serves /metrics from prometheus_client's multiprocess collector (PROMETHEUS_MULTIPROC_DIR), where a
+    histogram's count is the sum of its buckets: the interval sum over the token count is the mean ITL per token."""
+    text = subprocess.run([sys.executable, "-c", MULTIPROCESS_EXPOSITION, str(tmp_path)], capture_output=True,
+                          text=True, check=True).stdout
+    totals = latency.latency_totals_from_metrics(text)
+    assert totals is not None
+    assert totals["ttft"] == pytest.approx((0.10, 3)) and totals["itl"] == pytest.approx((0.005, 5))
+    assert latency.latency_totals_from_metrics("# nothing here\n") is None
+    assert latency.latency_totals_from_metrics("not { prometheus") is None
 
 
 def test_fidelity_against_bench_serving_on_a_fake_server(
