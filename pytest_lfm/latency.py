@@ -21,6 +21,10 @@ bench_serving) and the suites fail on any, so a 0 never passes for a measured TT
 The client is aiohttp with one session (one connection) per request, as in bench_serving: an httpx client measured
 about 1 ms more TTFT than bench_serving against the same stand-in server, aiohttp within 0.5%.
 
+Fidelity against bench_serving (``interleaved_rounds``, ``normalized_fidelity_ratios``): the two clients take turns
+on one server, and each run is divided by what the server's own ``--enable-metrics`` histograms measured over it,
+because the server's speed moves between runs by more than the 5% being judged.
+
 Usable without pytest::
 
     tokenizer = load_tokenizer("/path/to/model")
@@ -443,7 +447,7 @@ def server_means(before: Mapping[str, tuple[float, float]] | None,
     out = {}
     for key in SERVER_METRICS:
         seconds, count = after[key][0] - before[key][0], after[key][1] - before[key][1]
-        if count <= 0:
+        if count <= 0 or seconds <= 0:
             return None
         out[f"{key}_ms"] = 1000 * seconds / count
     return out

@@ -355,6 +355,9 @@ def test_normalized_ratios_divide_each_run_by_the_servers_own_figures() -> None:
     assert latency.normalized_fidelity_ratios(ours, bench, ours_server, bench_server) == pytest.approx(
         {"ttft": 1.1 / 1.0, "tpot": 1.0})
     assert latency.normalized_fidelity_ratios(ours, bench, [None, ours_server[1]], bench_server) == {}
+    assert latency.server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.0, 9)}) is None
+    assert latency.server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.1, 9)}) == (
+        pytest.approx({"ttft_ms": 500.0, "itl_ms": 25.0}))
 
 
 def test_server_means_come_from_the_metrics_histograms(
