@@ -149,7 +149,7 @@ def test_latency_agrees_with_bench_serving(
     })
     for o, b in zip(ours, bench, strict=True):
         assert o.failed == 0 and b.get("completed") == WORKLOAD.num_prompts, (o.errors, b.get("completed"))
-        assert o.no_content_requests == 0, _no_content(o, lfm_live_server.base_url)
+        assert o.no_content_requests == 0, _no_content(o, url)
     off = {k: r for k, r in judged.items() if k in ("ttft", "tpot") and abs(r - 1) > FIDELITY_TOLERANCE}
     assert set(judged) >= {"ttft", "tpot"} and not off, (
         f"plugin / bench_serving over {len(ours)} alternated rounds, {basis}: {judged} (TTFT, TPOT must be within "
