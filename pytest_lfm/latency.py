@@ -415,7 +415,7 @@ SERVER_METRICS = {"ttft": "sglang:time_to_first_token_seconds", "itl": "sglang:i
 
 def server_latency_totals(base_url: str, timeout: float = 30.0) -> dict[str, tuple[float, float]] | None:
     """(sum of seconds, count) of the server's TTFT and inter-token-latency histograms from ``GET /metrics``, over
-    all their label sets; None when the server exports neither (sglang launched without ``--enable-metrics``)."""
+    all their label sets; None when the server has no /metrics (sglang launched without ``--enable-metrics``)."""
     try:
         response = httpx.get(f"{base_url}/metrics", timeout=timeout)
     except httpx.HTTPError:
@@ -424,18 +424,21 @@ def server_latency_totals(base_url: str, timeout: float = 30.0) -> dict[str, tup
 
 
 def latency_totals_from_metrics(text: str) -> dict[str, tuple[float, float]] | None:
-    """``server_latency_totals`` from a Prometheus text exposition (what ``/metrics`` answers)."""
+    """``server_latency_totals`` from a Prometheus text exposition (what ``/metrics`` answers); None when it does not
+    parse. A histogram the text lacks counts (0, 0): sglang's multiprocess collector shows a labelled histogram only
+    once it has observed something, so a fresh server's /metrics has neither (session 8 on the H200: the first
+    fidelity run had no "before" and so no server figures, and the check fell back to the plain ratio)."""
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError:
         return None
-    totals: dict[str, tuple[float, float]] = {}
+    totals: dict[str, tuple[float, float]] = dict.fromkeys(SERVER_METRICS, (0.0, 0.0))
     for family in families:
         for key, name in SERVER_METRICS.items():
             if family.name == name:
                 totals[key] = (sum(x.value for x in family.samples if x.name == f"{name}_sum"),
                                sum(x.value for x in family.samples if x.name == f"{name}_count"))
-    return totals if set(totals) == set(SERVER_METRICS) else None
+    return totals
 
 
 def server_means(before: Mapping[str, tuple[float, float]] | None,

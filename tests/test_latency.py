@@ -402,8 +402,23 @@ def test_server_totals_from_sglangs_multiprocess_exposition(tmp_path: Any) -> No
     totals = latency.latency_totals_from_metrics(text)
     assert totals is not None
     assert totals["ttft"] == pytest.approx((0.10, 3)) and totals["itl"] == pytest.approx((0.005, 5))
-    assert latency.latency_totals_from_metrics("# nothing here\n") is None
     assert latency.latency_totals_from_metrics("not { prometheus") is None
+
+
+def test_a_fresh_servers_metrics_count_as_zero(tmp_path: Any) -> None:
+    """Before its first request sglang's /metrics lacks both histograms (labelled, multiprocess): the totals are
+    zero, so the first run of the fidelity check has server figures (session 8 on the H200 had None there)."""
+    fresh = MULTIPROCESS_EXPOSITION.split("for value")[0] + (
+        "registry = CollectorRegistry()\nmultiprocess.MultiProcessCollector(registry)\n"
+        "sys.stdout.write(generate_latest(registry).decode())\n")
+    text = subprocess.run([sys.executable, "-c", fresh, str(tmp_path)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "time_to_first_token" not in text
+    before = latency.latency_totals_from_metrics(text)
+    assert before == {"ttft": (0.0, 0.0), "itl": (0.0, 0.0)}
+    after = {"ttft": (0.06, 3), "itl": (0.01, 10)}
+    assert latency.server_means(before, after) == pytest.approx({"ttft_ms": 20.0, "itl_ms": 1.0})
+    assert latency.server_means(before, latency.latency_totals_from_metrics("# nothing here\n")) is None
 
 
 def test_fidelity_against_bench_serving_on_a_fake_server(
