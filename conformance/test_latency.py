@@ -20,13 +20,11 @@ from pytest_lfm.latency import (
     LatencyResult,
     Workload,
     fidelity_ratios,
-    interleaved_rounds,
+    fidelity_runs,
     judge,
     load_tokenizer,
     measure,
     normalized_fidelity_ratios,
-    observed,
-    run_bench_serving,
 )
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.report import note
@@ -128,10 +126,8 @@ def test_latency_agrees_with_bench_serving(
         pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
     tokenizer = load_tokenizer(lfm_tokenizer_path)
     url = lfm_live_server.base_url
-    ours_runs, bench_runs = interleaved_rounds(
-        lambda: observed(url, lambda: measure(url, lfm_model_name, tokenizer, WORKLOAD)),
-        lambda: observed(url, lambda: run_bench_serving(url, lfm_model_name, lfm_tokenizer_path, WORKLOAD)),
-        lfm_settings.fidelity_rounds)
+    ours_runs, bench_runs = fidelity_runs(url, lfm_model_name, tokenizer, lfm_tokenizer_path, WORKLOAD,
+                                          lfm_settings.fidelity_rounds)
     ours, ours_server = [o for o, _ in ours_runs], [s for _, s in ours_runs]
     bench, bench_server = [b for b, _ in bench_runs], [s for _, s in bench_runs]
     ratios = fidelity_ratios(ours, bench)

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -272,12 +272,7 @@ async def stream_chat(base_url: str, payload: Mapping[str, Any], timeout: float 
 
 async def run_load(base_url: str, model: str, prompts: Sequence[Prompt], workload: Workload) -> LatencyResult:
     """Warm up, flush the prefix cache, then send ``prompts`` at ``workload.concurrency``; summarize."""
-    if workload.warmup_requests:
-        warm = chat_payload(model, prompts[0], max_tokens=min(prompts[0].output_len, 32))
-        outcomes = await asyncio.gather(*(stream_chat(base_url, warm, workload.timeout)
-                                          for _ in range(workload.warmup_requests)))
-        if not any(o.success for o in outcomes):
-            raise RuntimeError(f"every warmup request to {base_url} failed; first error: {outcomes[0].error}")
+    await _warm_up(base_url, model, prompts[0], workload)
     if workload.flush_cache:
         async with aiohttp.ClientSession() as session, session.post(f"{base_url}/flush_cache") as response:
             response.raise_for_status()
@@ -292,6 +287,22 @@ async def run_load(base_url: str, model: str, prompts: Sequence[Prompt], workloa
     started = time.perf_counter()
     timings = await asyncio.gather(*(limited(p) for p in prompts))
     return summarize(timings, time.perf_counter() - started, workload)
+
+
+async def _warm_up(base_url: str, model: str, prompt: Prompt, workload: Workload) -> None:
+    """bench_serving's warmup: ``workload.warmup_requests`` copies of the first prompt at once, at most 32 tokens."""
+    if workload.warmup_requests:
+        warm = chat_payload(model, prompt, max_tokens=min(prompt.output_len, 32))
+        outcomes = await asyncio.gather(*(stream_chat(base_url, warm, workload.timeout)
+                                          for _ in range(workload.warmup_requests)))
+        if not any(o.success for o in outcomes):
+            raise RuntimeError(f"every warmup request to {base_url} failed; first error: {outcomes[0].error}")
+
+
+def warm_up(base_url: str, model: str, tokenizer: Any, workload: Workload) -> None:
+    """Only the warmup of ``measure(..., workload)`` (what bench_serving sends before its timed requests too)."""
+    prompt = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, 1, workload.seed)[0]
+    asyncio.run(_warm_up(base_url, model, prompt, workload))
 
 
 def measure(base_url: str, model: str, tokenizer: Any, workload: Workload) -> LatencyResult:
@@ -508,3 +519,23 @@ def interleaved_rounds(run_ours: Callable[[], A], run_bench: Callable[[], B],
             bench.append(run_bench())
             ours.append(run_ours())
     return ours, bench
+
+
+def fidelity_runs(base_url: str, model: str, tokenizer: Any, tokenizer_path: str, workload: Workload,
+                  rounds: int = FIDELITY_ROUNDS) -> tuple[list[tuple[LatencyResult, dict[str, float] | None]],
+                                                          list[tuple[dict[str, Any], dict[str, float] | None]]]:
+    """The fidelity check's runs, each ``observed``: the plugin's ``measure`` and ``run_bench_serving`` of
+    ``workload`` in ``interleaved_rounds``. Every run's warmup is sent before the server's "before" snapshot (by
+    ``warm_up``; both clients then run with no warmup of their own), so the server's figures cover exactly the
+    requests the client times; and a few untimed requests prime a fresh server first. Session 8 on the H200, with
+    the warmups inside: the server's mean TTFT over the first run was 45 ms, the client's 16 ms (the first
+    requests a server serves are slow), and the normalized TTFT ratio 0.88."""
+    timed = replace(workload, warmup_requests=0)
+    measure(base_url, model, tokenizer, replace(workload, num_prompts=min(workload.num_prompts, 8)))
+
+    def run(client: Callable[[], T]) -> tuple[T, dict[str, float] | None]:
+        warm_up(base_url, model, tokenizer, workload)
+        return observed(base_url, client)
+
+    return interleaved_rounds(lambda: run(lambda: measure(base_url, model, tokenizer, timed)),
+                              lambda: run(lambda: run_bench_serving(base_url, model, tokenizer_path, timed)), rounds)

@@ -437,14 +437,19 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>")
     fast.save_pretrained(tmp_path / "tok")
-    workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=1)
-    ours, ours_server = latency.observed(fake_server, lambda: latency.measure(
-        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload))
+    workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=2)
+    snapshots = []  # the server's totals as fidelity_runs' observed() reads them, before and after every run
+    totals = latency.server_latency_totals
+    monkeypatch.setattr(latency, "server_latency_totals", lambda url: snapshots.append(totals(url)) or snapshots[-1])
     _Handler.seen.clear()
-    bench, bench_server = latency.observed(fake_server, lambda: latency.run_bench_serving(
-        fake_server, "fake-model", str(tmp_path / "tok"), workload, timeout=240))
+    (ours_run,), (bench_run,) = latency.fidelity_runs(
+        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), str(tmp_path / "tok"), workload, 1)
+    (ours, ours_server), (bench, bench_server) = ours_run, bench_run
     assert bench["completed"] == 6 and ours.completed == 6
     assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
+    # 6 priming requests + 2 warmups before each run; the server's figures cover exactly the 6 timed per run
+    assert len(_Handler.seen) == 6 + 2 + 2 * (2 + 6)
+    assert [after["ttft"][1] - before["ttft"][1] for before, after in zip(snapshots[::2], snapshots[1::2])] == [6, 6]
     ratios = latency.fidelity_ratios([ours], [bench])
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
     normalized = latency.normalized_fidelity_ratios([ours], [bench], [ours_server], [bench_server])
