@@ -449,7 +449,8 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
     # 6 priming requests + 2 warmups before each run; the server's figures cover exactly the 6 timed per run
     assert len(_Handler.seen) == 6 + 2 + 2 * (2 + 6)
-    assert [after["ttft"][1] - before["ttft"][1] for before, after in zip(snapshots[::2], snapshots[1::2])] == [6, 6]
+    windows = zip(snapshots[::2], snapshots[1::2], strict=True)
+    assert [after["ttft"][1] - before["ttft"][1] for before, after in windows] == [6, 6]
     ratios = latency.fidelity_ratios([ours], [bench])
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
     normalized = latency.normalized_fidelity_ratios([ours], [bench], [ours_server], [bench_server])
