@@ -120,8 +120,9 @@ def test_latency_agrees_with_bench_serving(
     """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload, over
     --lfm-fidelity-rounds alternated rounds, each run divided by the server's own figures over it (its
     --enable-metrics histograms): the server's speed moves between runs a minute apart by more than 5% (session 7,
-    H200: 1.37-1.81 ms per token), and both clients with it. The plain ratio of the means is reported beside; a
-    server without /metrics (--lfm-base-url, launched without --enable-metrics) is judged on the plain ratio."""
+    H200: 1.37-1.81 ms per token), and both clients with it. Each run's warmup goes before the server's window
+    (fidelity_runs). The plain ratio of the means is reported beside; a server without /metrics (--lfm-base-url,
+    launched without --enable-metrics) is judged on the plain ratio."""
     if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
         pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
     tokenizer = load_tokenizer(lfm_tokenizer_path)
