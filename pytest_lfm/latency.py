@@ -21,7 +21,7 @@ bench_serving) and the suites fail on any, so a 0 never passes for a measured TT
 The client is aiohttp with one session (one connection) per request, as in bench_serving: an httpx client measured
 about 1 ms more TTFT than bench_serving against the same stand-in server, aiohttp within 0.5%.
 
-Fidelity against bench_serving (``interleaved_rounds``, ``normalized_fidelity_ratios``): the two clients take turns
+Fidelity against bench_serving (``fidelity_runs``, ``normalized_fidelity_ratios``): the two clients take turns
 on one server, and each run is divided by what the server's own ``--enable-metrics`` histograms measured over it,
 because the server's speed moves between runs by more than the 5% being judged.
 
@@ -301,7 +301,8 @@ async def _warm_up(base_url: str, model: str, prompt: Prompt, workload: Workload
 
 def warm_up(base_url: str, model: str, tokenizer: Any, workload: Workload) -> None:
     """Only the warmup of ``measure(..., workload)`` (what bench_serving sends before its timed requests too)."""
-    prompt = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, 1, workload.seed)[0]
+    prompt = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, workload.num_prompts,
+                                workload.seed)[0]  # the draws depend on num_prompts: the same first prompt
     asyncio.run(_warm_up(base_url, model, prompt, workload))
 
 
@@ -486,13 +487,15 @@ def normalized_fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Ma
     own alike, so what is left is how the two clients measure, not when they ran (session 7 on the H200: the
     server's decode time moved 1.37-1.81 ms between runs a minute apart; client / server stayed 0.912-0.915 for
     both clients). {} when some run has no server figures."""
-    if not ours_server or not bench_server or any(s is None for s in (*ours_server, *bench_server)):
+    ours_figures = [s for s in ours_server if s is not None]
+    bench_figures = [s for s in bench_server if s is not None]
+    if not ours_figures or not bench_figures or len(ours_figures) < len(ours) or len(bench_figures) < len(bench):
         return {}
     pairs = {"ttft": ("mean_ttft_ms", "mean_ttft_ms", "ttft_ms"), "tpot": ("mean_tpot_ms", "mean_tpot_ms", "itl_ms")}
     out = {}
     for name, (mine, theirs, server) in pairs.items():
-        o = [float(getattr(r, mine)) / s[server] for r, s in zip(ours, ours_server, strict=True) if s]
-        b = [float(x.get(theirs) or 0) / s[server] for x, s in zip(bench, bench_server, strict=True) if s]
+        o = [float(getattr(r, mine)) / s[server] for r, s in zip(ours, ours_figures, strict=True)]
+        b = [float(x.get(theirs) or 0) / s[server] for x, s in zip(bench, bench_figures, strict=True)]
         if all(v > 0 for v in o + b):
             out[name] = float(np.mean(o)) / float(np.mean(b))
     return out
