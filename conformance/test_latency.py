@@ -136,11 +136,14 @@ def test_latency_agrees_with_bench_serving(
     per_round = [fidelity_ratios([o], [b]) for o, b in zip(ours, bench, strict=True)]
     keys = ("mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "mean_itl_ms", "mean_e2e_latency_ms",
             "output_throughput", "completed")
-    missing = sum(s is None for s in (*ours_server, *bench_server))
-    judged, basis = (normalized, "normalized by the server's own figures") if normalized else (
-        ratios, "plain ratio of the means (the server exports no sglang:* latency metrics: --enable-metrics)"
-        if missing == len(ours) + len(bench) else
-        f"plain ratio of the means (no server figures for {missing} of {len(ours) + len(bench)} runs)")
+    missing, runs = sum(s is None for s in (*ours_server, *bench_server)), len(ours) + len(bench)
+    if normalized:
+        judged, basis = normalized, "normalized by the server's own figures"
+    elif missing == runs:
+        judged = ratios
+        basis = "plain ratio of the means (the server exports no sglang:* latency metrics: --enable-metrics)"
+    else:
+        judged, basis = ratios, f"plain ratio of the means (no server figures for {missing} of {runs} runs)"
     note(request, "fidelity", {
         "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
         "normalized_ratios": normalized, "judged": basis, "rounds": len(ours), "round_ratios": per_round,

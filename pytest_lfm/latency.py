@@ -299,13 +299,6 @@ async def _warm_up(base_url: str, model: str, prompt: Prompt, workload: Workload
             raise RuntimeError(f"every warmup request to {base_url} failed; first error: {outcomes[0].error}")
 
 
-def warm_up(base_url: str, model: str, tokenizer: Any, workload: Workload) -> None:
-    """Only the warmup of ``measure(..., workload)`` (what bench_serving sends before its timed requests too)."""
-    prompt = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, workload.num_prompts,
-                                workload.seed)[0]  # the draws depend on num_prompts: the same first prompt
-    asyncio.run(_warm_up(base_url, model, prompt, workload))
-
-
 def measure(base_url: str, model: str, tokenizer: Any, workload: Workload) -> LatencyResult:
     """Run ``workload`` against the server at ``base_url`` (its root URL) serving ``model``."""
     prompts = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, workload.num_prompts,
@@ -528,16 +521,19 @@ def fidelity_runs(base_url: str, model: str, tokenizer: Any, tokenizer_path: str
                   rounds: int = FIDELITY_ROUNDS) -> tuple[list[tuple[LatencyResult, dict[str, float] | None]],
                                                           list[tuple[dict[str, Any], dict[str, float] | None]]]:
     """The fidelity check's runs, each ``observed``: the plugin's ``measure`` and ``run_bench_serving`` of
-    ``workload`` in ``interleaved_rounds``. Every run's warmup is sent before the server's "before" snapshot (by
-    ``warm_up``; both clients then run with no warmup of their own), so the server's figures cover exactly the
-    requests the client times; and a few untimed requests prime a fresh server first. Session 8 on the H200, with
-    the warmups inside: the server's mean TTFT over the first run was 45 ms, the client's 16 ms (the first
-    requests a server serves are slow), and the normalized TTFT ratio 0.88."""
+    ``workload`` in ``interleaved_rounds``. Every run's warmup (``measure``'s and bench_serving's: the workload's
+    first prompt) is sent before the server's "before" snapshot, and both clients then run with no warmup of their
+    own, so the server's figures cover exactly the requests the client times; and a few untimed requests prime a
+    fresh server first. Session 8 on the H200, with the warmups inside: the server's mean TTFT over the first run
+    was 45 ms, the client's 16 ms (the first requests a server serves are slow), and the normalized TTFT ratio
+    0.88."""
     timed = replace(workload, warmup_requests=0)
+    first = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, workload.num_prompts,
+                               workload.seed)[0]  # the draws depend on num_prompts: the timed runs' first prompt
     measure(base_url, model, tokenizer, replace(workload, num_prompts=min(workload.num_prompts, 8)))
 
     def run(client: Callable[[], T]) -> tuple[T, dict[str, float] | None]:
-        warm_up(base_url, model, tokenizer, workload)
+        asyncio.run(_warm_up(base_url, model, first, workload))
         return observed(base_url, client)
 
     return interleaved_rounds(lambda: run(lambda: measure(base_url, model, tokenizer, timed)),
