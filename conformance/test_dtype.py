@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -446,10 +445,9 @@ def _prompt_shifts(spans: Sequence[Span], ours: Sequence[Sequence[list[float]]],
 KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"
 
 
-def _with_server_log(exc: BaseException) -> str:
+def _with_server_log(exc: ServerStartError | ServerCrashedError) -> str:
     """The error message and the whole server log it names (the message holds only the last lines)."""
-    found = re.search(r"log: (\S+)", str(exc))
-    log = Path(found.group(1)) if found else None
+    log = exc.log_path
     return str(exc) + (log.read_text(errors="replace") if log and log.is_file() else "")
 
 

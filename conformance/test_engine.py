@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+import time
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from pytest_lfm import checks, hosts
@@ -34,23 +35,17 @@ def prompts(lfm_script: Script, lfm_model: ModelSpec) -> list[str]:
     return [render_prompt(t, template=lfm_model.chat_template) for t in lfm_script.of_kind(lfm_model, "answer")]
 
 
-# Session scope: pytest sets up higher-scoped fixtures first, and the server's outputs must be taken before
-# lfm_engine (session) takes the GPU.
 @pytest.fixture(scope="session")
 def server_outputs(
-    prompts: list[str], lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_server: SglangServer | ExternalServer,
-    lfm_runtime_pool: RuntimePool | None,
-) -> Iterator[list[str]]:
-    """The server's greedy completions of ``prompts`` (POST /generate), taken before the engine takes the GPU."""
+    prompts: list[str], lfm_settings: Settings, lfm_server: SglangServer | ExternalServer,
+) -> list[str]:
+    """The server's greedy completions of ``prompts`` (POST /generate), to compare the engine's with."""
     if lfm_settings.base_url:
         pytest.skip("--lfm-base-url tests a server over HTTP; the offline Engine needs a local GPU")
-    server = lfm_server
-    if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
-        server = lfm_runtime_pool.server(lfm_launch)
-    server.check_alive()  # a server that died earlier in the session: its log tail, not a refused connection
-    with httpx.Client(base_url=server.base_url, timeout=120) as http:
-        yield [http.post("/generate", json={"text": p, "sampling_params": GREEDY}).raise_for_status().json()["text"]
-               for p in prompts]
+    lfm_server.check_alive()  # a server that died earlier in the session: its log tail, not a refused connection
+    with httpx.Client(base_url=lfm_server.base_url, timeout=120) as http:
+        return [http.post("/generate", json={"text": p, "sampling_params": GREEDY}).raise_for_status().json()["text"]
+                for p in prompts]
 
 
 def _texts(result: Any) -> list[str]:
@@ -81,32 +76,58 @@ def test_engine_batch_generate_equals_one_by_one(prompts: list[str], lfm_engine:
 
 
 def test_engine_shutdown_frees_the_gpu(
-    request: pytest.FixtureRequest, lfm_settings: Settings, lfm_launch: LaunchConfig,
+    request: pytest.FixtureRequest, lfm_launch: LaunchConfig, lfm_engine: SglangEngine,
     lfm_runtime_pool: RuntimePool | None, lfm_gpus: list[int],
 ) -> None:
-    """FACTS.md: sgl.Engine spawns scheduler processes; shutdown must end them and give the GPU memory back."""
-    if lfm_settings.base_url or lfm_runtime_pool is None:
-        pytest.skip("needs a local GPU")
-    lfm_runtime_pool.stop()
-    baseline = hosts.gpu_memory_baseline(lfm_gpus)
-    engine = lfm_runtime_pool.engine(lfm_launch)
-    loaded = hosts.gpu_memory_baseline(lfm_gpus)
-    lfm_runtime_pool.stop()
-    released = hosts.wait_gpu_memory_released(lfm_gpus, baseline, timeout=60, own_pid=os.getpid())
-    after = hosts.gpu_memory_baseline(lfm_gpus)
-    others = [p for p in hosts.gpu_processes(lfm_gpus) if p.pid != os.getpid()]
+    """FACTS.md: sgl.Engine spawns scheduler processes; shutdown must end them and give back the GPU memory they held,
+    and this process's own share (its tokenizer manager runs here) must return to what it was before the engine.
+    Counted per process, so other runtimes starting or stopping on the GPU meanwhile do not blur it. It stops the
+    engine the other engine tests used: it runs after them."""
+    assert lfm_runtime_pool is not None  # lfm_engine skipped otherwise
+    before = lfm_engine.own_gpu_mib_before
+    spawned = list(lfm_engine.spawned_pids)
+    loaded = hosts.memory_of([os.getpid(), *spawned], lfm_gpus)
+    lfm_runtime_pool.stop_runtime(lfm_engine)
+    alive = [pid for pid in spawned if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    held = hosts.wait_pids_off_gpus(spawned, lfm_gpus, timeout=60)
+    own = _own_memory_settled(lfm_gpus, before)
     pinned = (hosts.torch_memory_mib() or (0, 0))[0]
-    note(request, "engine_shutdown", {"baseline_mib": baseline, "loaded_mib": loaded, "after_mib": after,
-                                      "other_processes": [dataclasses.asdict(p) for p in others],
+    note(request, "engine_shutdown", {"own_before_mib": before, "loaded_mib": loaded, "own_after_mib": own,
+                                      "spawned": spawned, "alive_after": alive,
+                                      "held_after": [dataclasses.asdict(p) for p in held],
                                       "torch_allocated_here_mib": pinned,
-                                      "mm_feature_pool_released": engine.mm_feature_pool_released})
-    pool_pinned = engine.mm_feature_pool_released and pinned >= MM_FEATURE_POOL_MIB
-    if not released and not others and not engine.is_running() and pool_pinned:
+                                      "mm_feature_pool_released": lfm_engine.mm_feature_pool_released})
+    checks.check(not lfm_engine.is_running() and not alive and not held, "the engine's processes after shutdown",
+                 request=f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()",
+                 expected=f"its {len(spawned)} spawned processes gone and none on the GPU",
+                 got=f"alive: {alive}; on the GPU: {held}")
+    if before is None or own is None:
+        pytest.skip("nvidia-smi lists no processes here: this process's GPU memory cannot be told apart")
+    released = own <= before + TOLERANCE_MIB
+    pool_pinned = lfm_engine.mm_feature_pool_released and pinned >= MM_FEATURE_POOL_MIB
+    if not released and pool_pinned:
         pytest.xfail(f"sglang's CUDA-IPC image-feature pool ({pinned} MiB allocated by torch in this process) stays "
                      "allocated after Engine.shutdown() although the plugin dropped it (likely: it was shared with "
                      "the scheduler, which died holding its share, and torch frees a shared block only once it is "
-                     f"released); {after} MiB in use, held only by this process until it exits")
-    checks.check(released and not engine.is_running(), "GPU memory after engine shutdown (MiB)",
+                     f"released); this process holds {own} MiB, {before} MiB before the engine, until it exits")
+    checks.check(released, "this process's GPU memory after engine shutdown (MiB, nvidia-smi)",
                  request=f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()",
-                 expected=f"back to {baseline} (+128 MiB) within 60 s; loaded: {loaded}",
-                 got=f"{after}; {hosts.describe_holders(lfm_gpus)}")
+                 expected=f"back to {before} (+{TOLERANCE_MIB} MiB) within 60 s; with the engine: {loaded}",
+                 got=f"{own}; {hosts.describe_holders(lfm_gpus)}")
+
+
+TOLERANCE_MIB = 128
+
+
+def _own_memory_settled(gpus: list[int], before: int | None, timeout: float = 60.0) -> int | None:
+    """This process's GPU memory once it is back to ``before`` (+ tolerance) or has stopped falling for 5 s."""
+    deadline = time.monotonic() + timeout
+    last, steady_since = hosts.memory_of([os.getpid()], gpus), time.monotonic()
+    while last is not None and before is not None and last > before + TOLERANCE_MIB and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = hosts.memory_of([os.getpid()], gpus)
+        if now is None or now < last:
+            last, steady_since = now, time.monotonic()
+        elif time.monotonic() - steady_since >= 5.0:
+            break
+    return last

@@ -97,6 +97,7 @@ def _no_content(result: LatencyResult, base_url: str) -> str:
 def test_latency_within_budget(
     request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
     lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
+    lfm_quiet: dict[str, Any],
 ) -> None:
     """Default launch profile: no failed request; TTFT/TPOT/throughput within the budget for this GPU."""
     qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
@@ -106,25 +107,25 @@ def test_latency_within_budget(
 def test_latency_within_budget_low_latency_profile(
     request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
     lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
+    lfm_quiet: dict[str, Any],
 ) -> None:
     """Low-latency profile (--enable-torch-compile --chunked-prefill-size -1, Liquid's published setup)."""
     qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
 
 
 @pytest.mark.lfm_fidelity
-@pytest.mark.lfm_launch(extra_args=("--enable-metrics",))
 def test_latency_agrees_with_bench_serving(
     request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
     lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_settings: Settings,
+    lfm_quiet: dict[str, Any],
 ) -> None:
     """The plugin's mean TTFT and TPOT are within 5% of sglang.bench_serving's on the same server and workload, over
     --lfm-fidelity-rounds alternated rounds, each run divided by the server's own figures over it (its
-    --enable-metrics histograms): the server's speed moves between runs a minute apart by more than 5% (session 7,
-    H200: 1.37-1.81 ms per token), and both clients with it. Each run's warmup goes before the server's window
-    (fidelity_runs). The plain ratio of the means is reported beside; a server without /metrics (--lfm-base-url,
-    launched without --enable-metrics) is judged on the plain ratio."""
-    if "lfm_fidelity" not in (request.config.getoption("markexpr", "") or ""):
-        pytest.skip("fidelity runs only when asked: -m lfm_fidelity")
+    --enable-metrics histograms, which every launch has): the server's speed moves between runs a minute apart by
+    more than 5% (H200: 1.37-1.81 ms per token), and both clients with it. Each run's warmup goes before the server's
+    window (fidelity_runs). The plain ratio of the means is reported beside; a server without /metrics
+    (--lfm-base-url, started without --enable-metrics) is judged on the plain ratio. Opt-in: selected by
+    -m lfm_fidelity, else skipped at collection (no launch for it)."""
     tokenizer = load_tokenizer(lfm_tokenizer_path)
     url = lfm_live_server.base_url
     ours_runs, bench_runs = fidelity_runs(url, lfm_model_name, tokenizer, lfm_tokenizer_path, WORKLOAD,

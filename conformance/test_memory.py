@@ -11,13 +11,15 @@ checkpoints now launch with ``--max-mamba-cache-size`` (matrices/micro.toml), so
 
 The workload: bench_serving's random-ids prompts (all distinct, so every one stays in the prefix cache) at
 concurrency 8, short answers. Memory is read from nvidia-smi for this worker's GPUs after a warm-up at the same
-concurrency and again after the run; the growth per request and in all is reported, and more than GROWTH_LIMIT_MIB
-fails. A server someone else started (--lfm-base-url) is not on this worker's GPUs: the check skips.
+concurrency and again after the run, with no other runtime starting or serving (lfm_quiet: nvidia-smi counts the
+whole GPU); the growth per request and in all is reported, and more than GROWTH_LIMIT_MIB fails. A server
+someone else started (--lfm-base-url) is not on this worker's GPUs: the check skips.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -37,7 +39,7 @@ GROWTH_LIMIT_MIB = 1024
 
 def test_server_memory_stays_flat_over_distinct_requests(
     request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
-    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int],
+    lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_quiet: dict[str, Any],
 ) -> None:
     """512 distinct 1k-token prompts at concurrency 8: every one answered, GPU memory grows by < 1 GiB."""
     if isinstance(lfm_live_server, ExternalServer) or not lfm_gpus:

@@ -83,9 +83,19 @@ def _environ(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def _same_session(proc: psutil.Process, session: int) -> bool:
+    try:
+        return os.getsid(proc.pid) == session
+    except OSError:
+        return False
+
+
 def _descendants() -> set[psutil.Process]:
+    """This process's descendants in its own session: what an sgl.Engine spawns. The servers the pool runs meanwhile
+    have sessions of their own (start_new_session) and are not the engine's to stop."""
     tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)
-    return {p for p in psutil.Process().children(recursive=True) if p.pid != tracker}
+    session = os.getsid(0)
+    return {p for p in psutil.Process().children(recursive=True) if p.pid != tracker and _same_session(p, session)}
 
 
 def release_mm_feature_pool(engine: Any) -> bool:
@@ -146,13 +156,14 @@ class SglangEngine:
         if self.gpus is not None:
             updates["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
             updates.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        self._gpu_baseline = hosts.gpu_memory_baseline(self.gpus or ())
+        self.own_gpu_mib_before = hosts.memory_of([os.getpid()], self.gpus or ())
         self._before = _descendants()
         started = time.monotonic()
         with _environ(updates):
             self.engine: Any = sgl.Engine(**self.kwargs)
         self.startup_seconds: float | None = round(time.monotonic() - started, 2)
         self.mm_feature_pool_released: bool | None = None  # stop(): whether an image-feature pool was freed
+        self.spawned_pids: list[int] = [p.pid for p in _descendants() - self._before]
         self._running = True
 
     def __repr__(self) -> str:
@@ -171,13 +182,14 @@ class SglangEngine:
             return
         self._running = False
         spawned = _descendants() - self._before
+        self.spawned_pids = sorted({*self.spawned_pids, *(p.pid for p in spawned)})
         try:
             self.engine.shutdown()
         finally:
             stubborn = sweep(spawned)
             self.mm_feature_pool_released = release_mm_feature_pool(self.engine)
         release_cached_cuda_memory()
-        warn_leftovers(self, stubborn, self._gpu_baseline)
+        warn_leftovers(self, stubborn, self.spawned_pids, self.gpus)
 
     def __enter__(self) -> SglangEngine:
         return self

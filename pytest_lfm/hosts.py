@@ -147,37 +147,26 @@ def _torch_share() -> str:
     return f"; torch here: {held[0]} MiB allocated, {held[1]} MiB reserved, the rest is the CUDA context"
 
 
-OWN_MEMORY_SETTLE = 5.0
-"""Seconds the only process left on the GPUs must be this one before waiting stops: what this process holds is not
-given back by waiting (an sgl.Engine's tokenizer manager runs in it)."""
+def memory_of(pids: Iterable[int], gpus: Iterable[int]) -> int | None:
+    """MiB that processes ``pids`` hold on ``gpus`` as nvidia-smi lists them; None when it lists no process at all
+    (no nvidia-smi, or a driver that hides the process column)."""
+    wanted = set(pids)
+    procs = gpu_processes(gpus)
+    if not procs:
+        return None
+    return sum(p.used_mib for p in procs if p.pid in wanted)
 
 
-def wait_gpu_memory_released(
-    indices: Iterable[int], baseline: Mapping[int, int], timeout: float, *, tolerance_mib: int = 128,
-    interval: float = 1.0, own_pid: int | None = None,
-) -> bool:
-    """Wait until each GPU uses at most its baseline + ``tolerance_mib``; False if one still does not at ``timeout``,
-    or (with ``own_pid``) as soon as that process has been the only one on the pending GPUs for OWN_MEMORY_SETTLE s."""
-    pending = [i for i in indices if i in baseline]
+def wait_pids_off_gpus(pids: Iterable[int], gpus: Iterable[int], timeout: float, *,
+                       interval: float = 0.5) -> list[GpuProcess]:
+    """Wait until nvidia-smi lists none of ``pids`` on ``gpus``; those still listed at ``timeout`` ([] when done)."""
+    wanted, indices = set(pids), list(gpus)
     deadline = time.monotonic() + timeout
-    only_own_since: float | None = None
-    while pending:
-        try:
-            pending = [i for i in pending if gpu_memory_used_mib(i) > baseline[i] + tolerance_mib]
-        except GpuQueryError:
-            return False
-        if not pending:
-            break
-        now = time.monotonic()
-        if now >= deadline:
-            return False
-        if own_pid is not None:
-            holders = {p.pid for p in gpu_processes(pending)}
-            only_own_since = (only_own_since or now) if holders == {own_pid} else None
-            if only_own_since is not None and now - only_own_since >= OWN_MEMORY_SETTLE:
-                return False
+    while True:
+        held = [p for p in gpu_processes(indices) if p.pid in wanted]
+        if not held or time.monotonic() >= deadline:
+            return held
         time.sleep(interval)
-    return True
 
 
 def worker_index() -> int:

@@ -20,6 +20,10 @@ FAMILIES = ("dense", "moe", "vl")
 CAPABILITIES = ("chat", "tools", "vision")
 LOW_LATENCY_ARGS = ("--enable-torch-compile", "--chunked-prefill-size", "-1")
 PROFILES = {"default": (), "low-latency": LOW_LATENCY_ARGS}
+METRICS_FLAG = "--enable-metrics"
+"""Every server launch exposes /metrics, as production servers do: the latency, fidelity and memory checks read the
+server's own figures from the server under test. An sgl.Engine gets no metrics: in-process, it would set
+PROMETHEUS_MULTIPROC_DIR for this process and every server started after it."""
 # float16 needs the short-conv state in float16 too (FACTS.md; sglang #19773, #30178, #31719)
 DTYPE_ENV: dict[str, dict[str, str]] = {"float16": {"SGLANG_MAMBA_CONV_DTYPE": "float16"}}
 
@@ -110,7 +114,7 @@ class ModelSpec:
         return None
 
 
-def _flag_value(args: Sequence[str], *flags: str) -> str | None:
+def flag_value(args: Sequence[str], *flags: str) -> str | None:
     for i, arg in enumerate(args):
         for flag in flags:
             if arg == flag and i + 1 < len(args):
@@ -146,13 +150,15 @@ class LaunchConfig:
     def server_args(self) -> list[str]:
         """sglang arguments besides --model-path/--host/--port."""
         args = [*self.model.launch_args, *PROFILES[self.profile], *self.extra_args]
-        if self.dtype != "bfloat16" and _flag_value(args, "--dtype") is None:
+        if self.dtype != "bfloat16" and flag_value(args, "--dtype") is None:
             args += ["--dtype", self.dtype]
+        if METRICS_FLAG not in args:
+            args.append(METRICS_FLAG)
         return args
 
     @property
     def tp_size(self) -> int:
-        value = _flag_value(self.server_args(), "--tp-size", "--tp", "--tensor-parallel-size")
+        value = flag_value(self.server_args(), "--tp-size", "--tp", "--tensor-parallel-size")
         return int(value) if value else 1
 
     def environment(self) -> dict[str, str]:
@@ -162,7 +168,7 @@ class LaunchConfig:
     def engine_kwargs(self) -> dict[str, Any]:
         """The launch arguments as sgl.Engine keyword arguments (ServerArgs field names)."""
         kwargs: dict[str, Any] = {}
-        args = self.server_args()
+        args = [arg for arg in self.server_args() if arg != METRICS_FLAG]
         i = 0
         while i < len(args):
             key = args[i].lstrip("-").replace("-", "_")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterator, Sequence
+import signal
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -13,19 +15,21 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts, latency, report
+from pytest_lfm import hosts, latency, plan, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
 from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.runtime import RuntimePool, default_max_starting
+from pytest_lfm.server import ExternalServer, ExternalServerError, SglangServer
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
 
 SETTINGS = pytest.StashKey[Settings]()
 MATRIX = pytest.StashKey[Matrix]()
 SELECTED = pytest.StashKey[list[ModelSpec]]()
 POOL = pytest.StashKey[RuntimePool | None]()
+PLAN = pytest.StashKey[Sequence[plan.PlannedLaunch]]()
+EXTERNAL = pytest.StashKey[ExternalServer]()
 
 NO_RUNTIME = ("no CUDA GPU here and no --lfm-base-url: the suites that need an sglang runtime run on a GPU host, "
               "or against a running server with --lfm-base-url URL, or from a recording with --lfm-replay DIR")
@@ -105,7 +109,57 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config, "workerinput", {}).get("lfm_loadgroup"):
         config.option.loadgroup = True  # a worker derives loadgroup from its own arguments: see pytest_configure_node
     config.addinivalue_line("markers", latency.FIDELITY_MARKER)
+    config.stash[PLAN] = []
+    config.stash[MESSAGES] = Messages(config)
+    config.pluginmanager.register(RuntimeHooks(config), "lfm-runtime")
+    _end_on_signals()
     report.register(config)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: pytest ends the run as on Ctrl-C (teardown, report), so no runtime outlives it."""
+
+
+def _end_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP (a `timeout`, a CI cancel, a closed terminal) into an interrupt, where nobody else
+    handles them: pytest then tears the runtimes down as after a Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Terminated(f"pytest-lfm: {signal.Signals(signum).name}: stopping the runtimes")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, interrupt)
+
+
+class Messages:
+    """What the runtime pool says (starts, readiness, waits, builds) on pytest's terminal: written at once from the
+    main thread, queued from the pool's threads until the main thread writes next."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.queue: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        with self.lock:
+            self.queue.append(f"pytest-lfm: {message}")
+        if threading.current_thread() is threading.main_thread():
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            lines, self.queue = self.queue, []
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in lines:
+            if terminal is not None:
+                terminal.write_line(line)
+
+
+MESSAGES = pytest.StashKey[Messages]()
+CURRENT_MODEL = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -167,44 +221,131 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("lfm_launch", _launch_configs(metafunc), indirect=True, scope="session")
 
 
+QUICK_LEAVES_OUT = "not in the quick level (--lfm-level quick): a launch variant, an engine or a timing/memory check"
+FIDELITY_OPT_IN = "opt-in (it starts sglang.bench_serving several times): select it with -m lfm_fidelity"
+
+
+def _quick_leaves_out(item: pytest.Item) -> bool:
+    """The quick level runs the functional suites on each model's own server only."""
+    _, variant = _marker_kwargs(item, "lfm_launch")
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(variant) or "lfm_engine" in names or plan.is_quiet(item) or (
+        "lfm_runtime_pool" in plan.own_args(item) and "lfm_server" not in names)
+
+
+def _order_key(settings: Settings, models: list[str], item: pytest.Item, first: dict[str, int]) -> tuple[int, ...]:
+    """Timing and memory checks last (no runtime starts or serves beside them); before them each selected model's
+    own configurations in selection order, its engine before its server (the engine's start overlaps the server's),
+    then the variants markers ask for (float16 probe, low-latency profile) in order of appearance; within a
+    configuration, tests that drive the pool themselves last (they stop what they test), and an engine's tests that
+    need its server too after those that do not."""
+    launch = plan.launch_of(item)
+    if launch is None:
+        return (-1, 0, 0, 0, 0)
+    names = getattr(item, "fixturenames", ())
+    kind = "engine" if "lfm_engine" in names else "server"
+    order = first.setdefault(plan.launch_key(kind, launch), len(first))
+    # an engine test that compares with the server waits for it: the engine's own tests go first
+    drives = int("lfm_runtime_pool" in plan.own_args(item)) * 2 + int(kind == "engine" and "lfm_server" in names)
+    own = LaunchConfig(launch.model, launch.dtype, "default", settings.server_args)
+    block = ((0, models.index(launch.model.id), settings.dtypes.index(launch.dtype), kind != "engine")
+             if launch == own and launch.dtype in settings.dtypes else (1, order, 0, 0))
+    return (int(plan.is_quiet(item)), *block, drives)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests by runtime configuration (each launches once): server checks, then load tests (pytest-benchmark:
-    a server that load brings down takes no functional check with it), then engines, then tests that drive the
-    runtime pool themselves (they stop whatever runs). (One model per xdist worker comes from the xdist_group mark
-    on each lfm_launch parameter.) Each selected model's own launches run before the variants that markers ask
-    for (a float16 probe, the low-latency profile), so a run cut short has qualified every model. Under
-    --lfm-replay, the ``lfm_live`` tests are deselected: a compare of the replay's report with the recorded run's
-    lists them as checks only the recorded run holds, not as changes."""
+    """Leave out what the run does not ask for (the quick level's exclusions; under --lfm-replay the ``lfm_live``
+    tests, which a recording cannot answer), mark opt-in tests to skip at collection (they then launch nothing),
+    order the tests by runtime configuration and make the launch plan from that order."""
     settings = config.stash[SETTINGS]
-    if settings.replay_dir:
-        live = [item for item in items if item.get_closest_marker("lfm_live")]
-        if live:
-            config.hook.pytest_deselected(items=live)
-            items[:] = [item for item in items if not item.get_closest_marker("lfm_live")]
-    order: dict[str, int] = {}
+    dropped = [item for item in items if (settings.replay_dir and item.get_closest_marker("lfm_live"))
+               or (settings.level == "quick" and _quick_leaves_out(item))]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        kept = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in kept]
+    fidelity_asked = "lfm_fidelity" in (config.getoption("markexpr", "") or "")
+    for item in items:
+        if item.get_closest_marker("lfm_fidelity") and not fidelity_asked:
+            item.add_marker(pytest.mark.skip(reason=FIDELITY_OPT_IN))
     models = [m.id for m in config.stash[SELECTED]]
-
-    def key(item: pytest.Item) -> tuple[int, int, int, int]:
-        callspec = getattr(item, "callspec", None)
-        launch = callspec.params.get("lfm_launch") if callspec else None
-        if not isinstance(launch, LaunchConfig):
-            return (-1, 0, 0, 0)
-        own_args = inspect.signature(item.obj).parameters if isinstance(item, pytest.Function) else {}
-        names = getattr(item, "fixturenames", ())
-        phase = (3 if "lfm_runtime_pool" in own_args and "lfm_server" not in own_args
-                 else 2 if "lfm_engine" in names else 1 if "benchmark" in names else 0)
-        # every model's own launches (the selected dtypes), in selection order, before the marker variants
-        # (probes, profiles, ...) in order of appearance; whatever order pytest's own reordering handed on
-        first = order.setdefault(launch.id, len(order))
-        own = LaunchConfig(launch.model, launch.dtype, "default", settings.server_args)
-        if launch == own and launch.dtype in settings.dtypes:
-            return (0, models.index(launch.model.id), settings.dtypes.index(launch.dtype), phase)
-        return (1, first, 0, phase)
-
-    items.sort(key=key)
+    first: dict[str, int] = {}
+    items.sort(key=lambda item: _order_key(settings, models, item, first))
     if getattr(config.option, "loadgroup", False):
         _restore_xdist_group_ids(items)
+    config.stash[PLAN] = plan.build_plan(items) if _launches_here(settings) else []
+
+
+def _launches_here(settings: Settings) -> bool:
+    return not settings.base_url and not settings.replay_dir and bool(_visible_gpus(settings))
+
+
+def _visible_gpus(settings: Settings) -> list[int]:
+    visible = [g.index for g in hosts.list_gpus()]
+    return list(settings.gpus) if settings.gpus is not None and visible else visible
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Show the launch plan before anything runs (also under --collect-only)."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    settings = config.stash[SETTINGS]
+    planned = config.stash[PLAN]
+    if settings.base_url:
+        where = f"--lfm-base-url {settings.base_url}"
+    elif settings.replay_dir:
+        where = f"--lfm-replay {settings.replay_dir}"
+    elif not planned:
+        where = "no CUDA GPU visible" if not _visible_gpus(settings) else "no selected test needs a runtime"
+    else:
+        gpus = {g.index: g for g in hosts.list_gpus()}
+        chosen = _visible_gpus(settings)
+        where = ", ".join(f"GPU {i} ({gpus[i].name}, {gpus[i].memory_total_mib} MiB)" for i in chosen if i in gpus)
+    estimates = {p.key: plan.estimate_mib(p.config) for p in planned}
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        for line in plan.describe(planned, where=where, estimates=estimates, max_starting=default_max_starting()):
+            terminal.write_line(line)
+
+
+class RuntimeHooks:
+    """Per-test hooks of the runtime pool, registered at configure: tell the pool which models this worker runs and
+    which tests are done (it stops a runtime after its last test), and write the pool's messages."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        launch = plan.launch_of(item)
+        if launch is not None:
+            self.config.stash[CURRENT_MODEL] = launch.model.id
+            pool = self.config.stash.get(POOL, None)
+            if pool is not None:
+                pool.activate(launch.model.id)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        pool = self.config.stash.get(POOL, None)
+        if pool is not None:
+            pool.test_done(nodeid)
+        self.config.stash[MESSAGES].flush()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test against a server someone else started says whether that server is still healthy (it is
+    checked once when first used, not before every test: sglang's health endpoints take a second or more)."""
+    report: pytest.TestReport = yield
+    external = item.config.stash.get(EXTERNAL, None)
+    if report.failed and external is not None and "lfm_server" in getattr(item, "fixturenames", ()):
+        problem = external.health()
+        report.sections.append(("pytest-lfm server health", f"{external.base_url} after this failure: "
+                                + ("healthy" if problem is None else f"NOT healthy: {problem}")))
+    return report
 
 
 def _restore_xdist_group_ids(items: list[pytest.Item]) -> None:
@@ -263,11 +404,14 @@ def lfm_gpus(lfm_settings: Settings) -> list[int]:
 def lfm_runtime_pool(
     pytestconfig: pytest.Config, lfm_settings: Settings, lfm_gpus: list[int], tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RuntimePool | None]:
-    """The runtime pool of this worker, or None when no runtime can be started here."""
+    """The runtime pool of this worker (it follows the launch plan), or None when no runtime can be started here."""
     if not lfm_gpus:
         yield None
         return
-    pool = RuntimePool(lfm_gpus, tmp_path_factory.mktemp("lfm-logs"), lfm_settings.launch_timeout)
+    pool = RuntimePool(lfm_gpus, tmp_path_factory.mktemp("lfm-logs"), lfm_settings.launch_timeout,
+                       plan=pytestconfig.stash[PLAN], log=pytestconfig.stash[MESSAGES])
+    if hasattr(pytestconfig, "workerinput"):  # xdist: start ahead only the models this worker is given
+        pool.active_models = {pytestconfig.stash[CURRENT_MODEL]} if CURRENT_MODEL in pytestconfig.stash else set()
     pytestconfig.stash[POOL] = pool
     yield pool
     pool.stop()
@@ -297,15 +441,21 @@ def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[
 
 @pytest.fixture(scope="session")
 def lfm_server(
-    lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
-    lfm_recording: Store | None,
+    pytestconfig: pytest.Config, lfm_settings: Settings, lfm_launch: LaunchConfig,
+    lfm_runtime_pool: RuntimePool | None, lfm_recording: Store | None,
 ) -> Iterator[SglangServer | ExternalServer | ReplayServer]:
-    """The sglang server for the configuration under test: launched once, reused, stopped when done."""
+    """The sglang server for the configuration under test: launched once (as the plan says), reused, stopped after
+    its last test. With --lfm-base-url: that server, checked once; a server that cannot be tested ends the run."""
     if lfm_settings.replay_dir and lfm_recording is not None:
         yield ReplayServer(lfm_recording)
         return
     if lfm_settings.base_url:
-        server: SglangServer | ExternalServer = ExternalServer(lfm_settings.base_url)
+        server: SglangServer | ExternalServer = pytestconfig.stash.setdefault(
+            EXTERNAL, ExternalServer(lfm_settings.base_url))
+        try:
+            server.start()
+        except ExternalServerError as exc:
+            pytest.exit(f"pytest-lfm: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     elif lfm_runtime_pool is None:
         pytest.skip(NO_RUNTIME)
     else:
@@ -324,9 +474,9 @@ def lfm_server(
 @pytest.fixture
 def lfm_live_server(
     request: pytest.FixtureRequest, lfm_server: SglangServer | ExternalServer | ReplayServer,
-    lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None, lfm_recording: Store | None,
+    lfm_recording: Store | None,
 ) -> SglangServer | ExternalServer | ReplayServer:
-    """``lfm_server``, restarted if an engine took its GPU, and checked to be alive (the log tail if not).
+    """``lfm_server``, checked to be alive: a local server's process (free), a server someone else started once.
 
     In replay, a test the recording has no exchange of did not run when it was made: it is skipped, not failed
     (a recorded test that sends a request the recording lacks still fails)."""
@@ -334,11 +484,20 @@ def lfm_live_server(
     if replaying and request.node.nodeid not in lfm_recording.recorded_tests():  # type: ignore[union-attr]
         pytest.skip(f"not in the recording {lfm_recording.root}: this test did not run when it was made "  # type: ignore[union-attr]
                     "(re-record on a GPU host with --lfm-record)")
-    server = lfm_server
-    if isinstance(server, SglangServer) and lfm_runtime_pool and not lfm_runtime_pool.is_current(server):
-        server = lfm_runtime_pool.server(lfm_launch)
-    server.check_alive()
-    return server
+    lfm_server.check_alive()
+    return lfm_server
+
+
+@pytest.fixture
+def lfm_quiet(request: pytest.FixtureRequest, lfm_runtime_pool: RuntimePool | None) -> Iterator[dict[str, Any]]:
+    """For a test that measures time or memory: no other runtime of this worker starts or serves while it runs.
+    What else was alive (idle) is noted in the report beside the figure."""
+    if lfm_runtime_pool is None:
+        yield {"starting": None, "alive": None, "note": "not launched here: what else runs is not known"}
+        return
+    with lfm_runtime_pool.quiet() as context:
+        report.note(request, "quiet", context)
+        yield context
 
 
 @pytest.fixture
@@ -398,12 +557,10 @@ def lfm_script() -> Script:
 @pytest.fixture(scope="session")
 def lfm_engine(
     lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
-) -> Iterator[SglangEngine]:
-    """An offline sgl.Engine for the configuration under test; shut down when done."""
+) -> SglangEngine:
+    """An offline sgl.Engine for the configuration under test: one per configuration, stopped after its last test."""
     if lfm_settings.base_url or lfm_settings.replay_dir:
         pytest.skip("--lfm-base-url / --lfm-replay test a server over HTTP; the offline Engine needs a local GPU")
     if lfm_runtime_pool is None:
         pytest.skip(NO_RUNTIME)
-    engine = lfm_runtime_pool.engine(lfm_launch)
-    yield engine
-    lfm_runtime_pool.release(engine)
+    return lfm_runtime_pool.engine(lfm_launch)

@@ -26,6 +26,8 @@ SCHEMA_VERSION = 1
 STATUSES = ("fail", "xpass", "xfail", "skip", "pass")
 PLUGIN_NAME = "lfm-report"
 _LAUNCHES = "lfm_launches"
+_SPLIT = "lfm_time_split"
+SPLIT_FIELDS = ("wall_s", "launching_s", "launching_hidden_s", "startup_total_s", "testing_s", "idle_s")
 _VERSIONED = ("sglang", "torch", "transformers", "pytest-lfm", "pytest")
 # latency figures shown in the tables and recorded as junitxml suite properties
 KEY_FIGURES = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2e_ms", "output_tok_s", "failed")
@@ -119,7 +121,9 @@ class Report:
         self.checks: dict[str, Check] = {}
         self.called: set[str] = set()  # tests whose call phase reported (an interrupted run stops before)
         self.launches: list[dict[str, Any]] = []
+        self.splits: list[dict[str, Any]] = []
         self.started = time.time()
+        self.started_monotonic = time.monotonic()
         self.paths: list[Path] = []
 
     # ------------------------------------------------------------ collecting
@@ -156,10 +160,44 @@ class Report:
         worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
         return [{**asdict(launch), "worker": worker} for launch in pool.launches]
 
+    def _local_split(self) -> dict[str, Any] | None:
+        """How this process's wall time went (the pool's waits and startups against the tests' durations)."""
+        from pytest_lfm.plugin import POOL
+
+        pool = self.config.stash.get(POOL, None)
+        testing = sum(c.duration_s for c in self.checks.values())
+        wall = time.monotonic() - self.started_monotonic
+        if pool is None:  # nothing launched here (--lfm-base-url, --lfm-replay, no GPU)
+            return {"wall_s": round(wall, 1), "launching_s": 0.0, "launching_hidden_s": 0.0, "startup_total_s": 0.0,
+                    "testing_s": round(testing, 1), "idle_s": round(max(0.0, wall - testing), 1), "launches": 0,
+                    "planned": 0}
+        return pool.time_split(testing, wall)
+
+    def _plan(self) -> list[dict[str, Any]]:
+        from pytest_lfm.plugin import PLAN
+
+        return [{"kind": p.kind, "config": p.config.id, "tests": len(p.tests), "quiet_tests": p.quiet_tests}
+                for p in self.config.stash.get(PLAN, [])]
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
-        """xdist controller: a worker finished; keep its launches."""
-        self.launches += getattr(node, "workeroutput", {}).get(_LAUNCHES, [])
+        """xdist controller: a worker finished; keep its launches and time split."""
+        output = getattr(node, "workeroutput", {})
+        self.launches += output.get(_LAUNCHES, [])
+        if output.get(_SPLIT):
+            self.splits.append(output[_SPLIT])
+
+    def _time_split(self) -> dict[str, Any] | None:
+        """The run's time split: this process's, or under xdist the workers' summed (wall: the controller's)."""
+        parts = [*self.splits, *filter(None, [self._local_split()])]
+        if not parts:
+            return None
+        merged: dict[str, Any] = {k: round(sum(float(p.get(k) or 0) for p in parts), 1) for k in SPLIT_FIELDS}
+        merged["wall_s"] = round(time.monotonic() - self.started_monotonic, 1)
+        merged["launches"] = sum(int(p.get("launches") or 0) for p in parts)
+        merged["planned"] = sum(int(p.get("planned") or 0) for p in parts)
+        merged["workers"] = len(parts)
+        return merged
 
     # ------------------------------------------------------------ writing (controller only)
 
@@ -186,7 +224,10 @@ class Report:
             "models": [{"id": m.id, "family": m.family, "capabilities": sorted(m.capabilities),
                         "chat_template": m.chat_template, "launch_args": list(m.launch_args)}
                        for m in self.config.stash[SELECTED]],
+            "level": settings.level,
+            "plan": self._plan(),
             "launches": [*self.launches, *self._local_launches()],
+            "time_split": self._time_split(),
             "summary": summary,
             "checks": [asdict(c) for c in checks],
             "latency": latency_rows(checks),
@@ -198,6 +239,7 @@ class Report:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config):
             self.config.workeroutput[_LAUNCHES] = self._local_launches()  # type: ignore[attr-defined]
+            self.config.workeroutput[_SPLIT] = self._local_split()  # type: ignore[attr-defined]
             return
         data = self.data()
         self._junit_properties(data)
@@ -265,8 +307,18 @@ def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
             "verdict": lat.get("verdict", "reported"),
             "verdicts": lat.get("verdicts", []),
             "status": check.status,
+            "conditions": conditions(check.notes.get("quiet")),
         })
     return rows
+
+
+def conditions(quiet: Any) -> str:
+    """What else ran on the GPU while a figure was measured (the ``quiet`` note of the lfm_quiet fixture)."""
+    if not isinstance(quiet, dict) or quiet.get("alive") is None:
+        return "not known (runtime not launched here)"
+    shared = "; GPU shared with other xdist workers" if quiet.get("workers_share_gpus") else ""
+    others = [name for name in quiet["alive"] if name]
+    return f"alone: nothing starting, {len(others) - 1 if others else 0} other runtime(s) idle{shared}"
 
 
 def fidelity_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
@@ -336,10 +388,15 @@ def _latency_table(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     return _table(
-        ["config", "profile", "GPU", "conc.", "TTFT ms", "TPOT ms", "ITL ms", "E2E ms", "tok/s", "failed", "budget"],
-        ([r["config"], r["profile"], r["gpu"], r["concurrency"], *(r[k] for k in KEY_FIGURES), r["verdict"]]
-         for r in rows),
+        ["config", "profile", "GPU", "conc.", "TTFT ms", "TPOT ms", "ITL ms", "E2E ms", "tok/s", "failed", "budget",
+         "measured"],
+        ([r["config"], r["profile"], r["gpu"], r["concurrency"], *(r[k] for k in KEY_FIGURES), r["verdict"],
+          r.get("conditions")] for r in rows),
     )
+
+
+def _gib(mib: Any) -> str | None:
+    return f"{mib / 1024:.1f}" if isinstance(mib, (int, float)) else None
 
 
 def render_markdown(data: Mapping[str, Any]) -> str:
@@ -354,11 +411,24 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         "",
         "Models: " + ", ".join(f"`{m['id']}`" for m in data["models"]), "",
     ]
+    split = data.get("time_split")
+    if split:
+        lines += ["## Time split", "", *_table(
+            ["wall s", "waiting for runtimes s", "testing s", "idle s", "startups s (sum)", "startups hidden s",
+             "launches", "planned"],
+            [[split.get("wall_s"), split.get("launching_s"), split.get("testing_s"), split.get("idle_s"),
+              split.get("startup_total_s"), split.get("launching_hidden_s"), split.get("launches"),
+              split.get("planned")]]), "",
+            "Waiting: the tests stood still until a runtime was ready. Hidden: startup time that ran while tests "
+            "ran (summed over launches, so it can exceed the wall time). Idle: collection, builds outside a "
+            "launch, teardown and reports.", ""]
     if data["launches"]:
         lines += ["## Runtime launches", "",
-                  *_table(["config", "kind", "worker", "GPUs", "startup s", "error", "arguments"],
+                  *_table(["config", "kind", "worker", "GPUs", "planned", "background", "tests", "started s",
+                           "startup s", "GiB held", "error", "arguments"],
                           ((x["config"], x["kind"], x.get("worker"), ",".join(map(str, x["gpus"])),
-                            x.get("startup_seconds"), x.get("error"), " ".join(x["args"]))
+                            x.get("planned"), x.get("background"), x.get("tests"), x.get("started_s"),
+                            x.get("startup_seconds"), _gib(x.get("memory_mib")), x.get("error"), " ".join(x["args"]))
                            for x in data["launches"])), ""]
     lines += ["## Verdicts", "", *_table(list(data["summary"]), [list(data["summary"].values())]), ""]
     flagged = [c for c in data["checks"] if c["status"] in ("fail", "xpass", "xfail", "skip")]

@@ -1,52 +1,129 @@
-"""At most one sglang runtime (server or engine) per GPU set at a time, reused while its configuration is asked for."""
+"""This worker's sglang runtimes: each planned configuration launched once, the next ones started in the background
+while tests run on the current ones, as many alive at once as fit in the GPU's memory, each stopped after its last
+test. Usable without pytest: ``RuntimePool(gpus, log_dir, timeout, plan=...)``, then ``server(config)``."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm import hosts
+from pytest_lfm.engine import SglangEngine, release_cached_cuda_memory
 from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.plan import PlannedLaunch, estimate_mib, launch_key
 from pytest_lfm.server import SglangServer
 
 Runtime = SglangServer | SglangEngine
+USABLE_SHARE = 0.85
+"""Of a GPU's memory, what the runtimes may hold together: sglang keeps the rest free for its activations."""
+PROGRESS_EVERY = 15.0
+_BUILD_LOCK = threading.Lock()  # micro training seeds torch's global RNG: one build at a time keeps it deterministic
+
+
+def default_max_starting() -> int:
+    """Runtimes that may start at once: a start keeps about four cores busy (tokenizer, scheduler, compilers)."""
+    return max(1, min(4, (os.cpu_count() or 4) // 4))
 
 
 @dataclass
 class Launch:
-    """What the report needs to know about one runtime start."""
+    """What the report needs to know about one runtime start (times in seconds since the pool was made)."""
 
     kind: str
     config: str
     model: str
     args: list[str]
     gpus: list[int]
+    planned: bool = True
+    background: bool = False
+    tests: int = 0
+    estimate_mib: int | None = None
+    memory_mib: int | None = None
+    started_s: float | None = None
+    ready_s: float | None = None
+    stopped_s: float | None = None
     startup_seconds: float | None = None
     error: str | None = None
     stopped_at: float | None = None
 
 
 @dataclass
-class RuntimePool:
-    """Owns this worker's GPUs: starting a configuration stops whatever else runs on them first."""
+class _Entry:
+    kind: str
+    config: LaunchConfig
+    remaining: set[str]
+    record: Launch
+    need_mib: int | None
+    planned: bool
+    state: str = "idle"  # idle -> starting -> ready -> stopped | failed
+    runtime: Runtime | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
-    gpus: Sequence[int]
-    log_dir: Path
-    launch_timeout: float
-    launches: list[Launch] = field(default_factory=list)
-    _current: tuple[str, str] | None = None
-    _runtime: Runtime | None = None
-    _failed: dict[tuple[str, str], BaseException] = field(default_factory=dict)
+
+class RuntimePool:
+    """Owns this worker's GPUs and every runtime on them."""
+
+    def __init__(
+        self, gpus: Sequence[int], log_dir: Path, launch_timeout: float, *, plan: Sequence[PlannedLaunch] = (),
+        log: Callable[[str], None] | None = None, server_command: Sequence[str] | None = None,
+        capacity_mib: int | None = None, max_starting: int | None = None, prefetch: bool = True,
+    ) -> None:
+        self.gpus = list(gpus)
+        self.log_dir = log_dir
+        self.launch_timeout = launch_timeout
+        self.log = log or (lambda message: None)
+        self.server_command = list(server_command) if server_command else None
+        self.max_starting = max_starting or default_max_starting()
+        self.prefetching = prefetch
+        self.capacity_mib = capacity_mib if capacity_mib is not None else self._capacity()
+        self.t0 = time.monotonic()
+        self.waits: list[tuple[float, float]] = []
+        self.active_models: set[str] | None = None  # None: every model; under xdist, those this worker was given
+        self._lock = threading.RLock()
+        self._quiet = 0
+        self._entries: dict[str, _Entry] = {}
+        self._order: list[_Entry] = []  # in start order, for the report
+        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lfm-launch")
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        for planned in plan:
+            self._entries[planned.key] = self._entry(planned.kind, planned.config, set(planned.tests), True)
+
+    def _capacity(self) -> int:
+        gpus = {g.index: g for g in hosts.list_gpus()}
+        first = gpus.get(self.gpus[0]) if self.gpus else None
+        if first is None:
+            return 0
+        return int(first.memory_total_mib * USABLE_SHARE) - first.memory_used_mib
+
+    def _entry(self, kind: str, config: LaunchConfig, tests: set[str], planned: bool) -> _Entry:
+        need = estimate_mib(config)
+        record = Launch(kind, config.id, config.model.id, config.server_args(), self.gpus_for(config),
+                        planned=planned, tests=len(tests), estimate_mib=need)
+        return _Entry(kind, config, tests, record, need, planned)
 
     def gpus_for(self, config: LaunchConfig) -> list[int]:
         need = config.tp_size
         if need > len(self.gpus):
-            raise RuntimeError(f"{config.id} needs {need} GPUs (tensor parallel) but this worker has "
-                               f"{list(self.gpus)}")
+            raise RuntimeError(f"{config.id} needs {need} GPUs (tensor parallel) but this worker has {self.gpus}")
         return list(self.gpus[:need])
+
+    @property
+    def launches(self) -> list[Launch]:
+        return [entry.record for entry in self._order]
+
+    def estimates(self) -> dict[str, int | None]:
+        return {key: entry.need_mib for key, entry in self._entries.items()}
+
+    # ------------------------------------------------------------ asking for runtimes
 
     def server(self, config: LaunchConfig) -> SglangServer:
         runtime = self._acquire("server", config)
@@ -58,53 +135,297 @@ class RuntimePool:
         assert isinstance(runtime, SglangEngine)
         return runtime
 
-    def is_current(self, runtime: Runtime) -> bool:
-        return self._runtime is runtime
-
     def _acquire(self, kind: str, config: LaunchConfig) -> Runtime:
-        key = (kind, config.id)
-        if key in self._failed:
-            raise self._failed[key]
-        if self._current == key and self._runtime is not None:
-            return self._runtime
-        self.stop()
-        gpus = self.gpus_for(config)
-        record = Launch(kind, config.id, config.model.id, config.server_args(), gpus)
-        self.launches.append(record)
-        started = time.monotonic()
+        key = launch_key(kind, config)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.state == "stopped":  # not planned, or asked for again after its last test
+                entry = self._entries[key] = self._entry(kind, config, set(), False)
+        if entry.state == "ready" and entry.runtime is not None:
+            return entry.runtime
+        if entry.state == "failed":
+            assert entry.error is not None
+            raise entry.error
+        self.prefetch()
+        waited = time.monotonic()
         try:
-            runtime = self._start(kind, config, gpus)
-        except BaseException as exc:
-            record.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self._failed[key] = exc
-            raise
-        record.startup_seconds = round(time.monotonic() - started, 2)
-        self._current, self._runtime = key, runtime
-        return runtime
+            if entry.state == "idle":
+                self._make_room(entry)
+                if kind == "engine":
+                    self._start_engine(entry)
+                else:
+                    self._submit(entry, background=False)
+            self._wait(entry)
+        finally:
+            self.waits.append((waited, time.monotonic()))
+        self.prefetch()
+        if entry.error is not None:
+            raise entry.error
+        assert entry.runtime is not None
+        return entry.runtime
 
-    def _start(self, kind: str, config: LaunchConfig, gpus: list[int]) -> Runtime:
-        env = config.environment()
-        if kind == "server":
-            server = SglangServer(
-                config.model.model_path(), config.server_args(), env=env, gpus=gpus,
-                launch_timeout=self.launch_timeout, log_dir=self.log_dir,
-                name=config.id.replace("/", "_").replace(" ", "_"),
-            )
-            return server.start()
-        kwargs: dict[str, Any] = config.engine_kwargs()
-        kwargs.pop("dtype", None)
-        return SglangEngine(config.model.model_path(), dtype=config.dtype, gpus=gpus, env=env, **kwargs)
+    def _wait(self, entry: _Entry) -> None:
+        while not entry.done.wait(PROGRESS_EVERY):
+            since = time.monotonic() - self.t0 - (entry.record.started_s or 0.0)
+            self.log(f"waiting for {entry.kind} {entry.config.id} (starting for {since:.0f} s)")
 
     def release(self, runtime: Runtime) -> None:
-        """Stop ``runtime`` if it is the one running."""
-        if self._runtime is runtime:
-            self.stop()
+        """The caller is done with ``runtime``: an unplanned one stops now; a planned one stops after its last test."""
+        entry = self._entry_of(runtime)
+        if entry is not None and not entry.planned:
+            self._stop_entry(entry, wait=True)
+
+    def stop_runtime(self, runtime: Runtime) -> None:
+        """Stop ``runtime`` now (a test that checks what a stop leaves behind)."""
+        entry = self._entry_of(runtime)
+        if entry is not None:
+            self._stop_entry(entry, wait=True)
+        else:
+            runtime.stop()
+
+    def _entry_of(self, runtime: Runtime) -> _Entry | None:
+        return next((e for e in self._order if e.runtime is runtime), None)
+
+    def test_done(self, nodeid: str) -> None:
+        """A test finished: stop the runtimes it was the last planned test of, then start what now fits."""
+        finished = []
+        with self._lock:
+            for entry in self._entries.values():
+                if nodeid in entry.remaining:
+                    entry.remaining.discard(nodeid)
+                    if not entry.remaining and entry.state in ("starting", "ready"):
+                        finished.append(entry)
+        for entry in finished:
+            self._stop_entry(entry, wait=entry.kind == "engine")
+        self.prefetch()
+
+    def activate(self, model_id: str) -> None:
+        """Under xdist: this worker was given tests of ``model_id``; its launches may start ahead."""
+        if self.active_models is not None and model_id not in self.active_models:
+            self.active_models.add(model_id)
+            self.prefetch()
+
+    # ------------------------------------------------------------ starting
+
+    def _alive(self) -> list[_Entry]:
+        return [e for e in self._entries.values() if e.state in ("starting", "ready")]
+
+    def _fits(self, entry: _Entry) -> bool:
+        alive = self._alive()
+        if not alive:
+            return True
+        if entry.need_mib is None or any(e.need_mib is None for e in alive):
+            return False  # a runtime sglang sizes from the free memory runs alone
+        held = sum(e.record.memory_mib or e.need_mib or 0 for e in alive)
+        return held + entry.need_mib <= self.capacity_mib
+
+    def prefetch(self) -> None:
+        """Start, in the background, the next planned servers that fit, slow starts (torch.compile) first."""
+        if not self.prefetching:
+            return
+        with self._lock:
+            if self._quiet:
+                return
+            waiting = [e for e in self._entries.values() if e.planned and e.state == "idle" and e.kind == "server"
+                       and e.remaining and (self.active_models is None or e.config.model.id in self.active_models)]
+            # the next one the tests need first, then the slow starts, then plan order (sorted is stable)
+            waiting = waiting[:1] + sorted(waiting[1:], key=lambda e: e.config.profile == "default")
+            for entry in waiting:
+                starting = sum(1 for e in self._entries.values() if e.state == "starting" and e.record.background)
+                if starting >= self.max_starting:
+                    break
+                if self._fits(entry):
+                    self._submit(entry, background=True)
+
+    def _make_room(self, entry: _Entry) -> None:
+        """Before a start the test needs now: wait for starts in flight, then stop runtimes until it fits (a
+        stopped one with tests left starts again later, an extra launch the report shows)."""
+        if entry.kind == "engine":  # one sgl.Engine per process: it runs its tokenizer manager in this process
+            for other in [e for e in self._alive() if e.kind == "engine"]:
+                self._stop_entry(other, wait=True)
+        for other in [e for e in self._alive() if e.state == "starting"]:
+            if not self._fits(entry):
+                self._wait(other)
+        while not self._fits(entry):
+            victims = [e for e in self._alive() if e.state == "ready"]
+            if not victims:
+                return
+            victim = max(victims, key=lambda e: (bool(e.remaining), e.need_mib or 0))
+            self.log(f"stopping {victim.kind} {victim.config.id} to make room for {entry.config.id}")
+            self._stop_entry(victim, wait=True)
+
+    def _begin(self, entry: _Entry, background: bool) -> None:
+        entry.state = "starting"
+        entry.record.background = background
+        entry.record.started_s = round(time.monotonic() - self.t0, 2)
+        self._order.append(entry)
+        self.log(f"starting {entry.kind} {entry.config.id}{' in the background' if background else ''}")
+
+    def _model_path(self, config: LaunchConfig) -> str:
+        if config.model.micro is None:
+            return config.model.model_path()
+        return str(self._build(config.model.micro))
+
+    def _build(self, name: str) -> Path:
+        """Micro checkpoint ``name``, built now if it is not cached (one build at a time in this process), with the
+        CUDA memory its training cached here given back."""
+        from pytest_lfm import micro
+
+        with _BUILD_LOCK:
+            if micro.is_built(micro.checkpoint_dir(name)):
+                return micro.checkpoint_dir(name)
+            self.log(f"building micro checkpoint {name} (once; cached)")
+            path = micro.build(name, log=lambda line: self.log(f"micro {name}: {line}"))
+            release_cached_cuda_memory()
+            return path
+
+    def _build_all(self) -> None:
+        """Every micro checkpoint the plan needs: an engine's memory is counted in this process, where training
+        would run."""
+        for name in sorted({e.config.model.micro for e in self._entries.values() if e.config.model.micro}):
+            self._build(name)
+
+    def _submit(self, entry: _Entry, *, background: bool) -> None:
+        with self._lock:
+            self._begin(entry, background)
+        self._launcher.submit(self._launch_server, entry)
+
+    def _launch_server(self, entry: _Entry) -> None:
+        """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): build the
+        model if needed, start the process, then wait for it on a thread of its own."""
+        try:
+            config = entry.config
+            model_path = self._model_path(config)
+            with self._lock:  # a stop cannot slip in between: it finds the process launched, or the entry stopped
+                if entry.state != "starting" or self._closing:
+                    entry.done.set()
+                    return
+                server = SglangServer(
+                    model_path, config.server_args(), env=config.environment(), gpus=entry.record.gpus,
+                    launch_timeout=self.launch_timeout, log_dir=self.log_dir, command=self.server_command,
+                    name=config.id.replace("/", "_").replace(" ", "_"), log=self.log)
+                server.launch()
+                entry.runtime = server
+        except BaseException as exc:
+            self._finish(entry, exc)
+            return
+        thread = threading.Thread(target=self._await_server, args=(entry, server), daemon=True,
+                                  name=f"lfm-wait-{entry.config.id}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _await_server(self, entry: _Entry, server: SglangServer) -> None:
+        try:
+            server.wait_ready()
+        except BaseException as exc:
+            self._finish(entry, exc)
+            return
+        entry.record.memory_mib = hosts.memory_of([p.pid for p in server.processes()], entry.record.gpus) or None
+        self._finish(entry, None)
+
+    def _start_engine(self, entry: _Entry) -> None:
+        with self._lock:
+            self._begin(entry, False)
+        config = entry.config
+        kwargs: dict[str, Any] = config.engine_kwargs()
+        kwargs.pop("dtype", None)
+        try:
+            self._build_all()
+            entry.runtime = SglangEngine(self._model_path(config), dtype=config.dtype, gpus=entry.record.gpus,
+                                         env=config.environment(), **kwargs)
+        except BaseException as exc:
+            self._finish(entry, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        pids = [os.getpid(), *entry.runtime.spawned_pids]
+        entry.record.memory_mib = hosts.memory_of(pids, entry.record.gpus) or None
+        self._finish(entry, None)
+
+    def _finish(self, entry: _Entry, error: BaseException | None) -> None:
+        with self._lock:
+            now = round(time.monotonic() - self.t0, 2)
+            if entry.state == "stopped":  # stopped while it started: what the start raised is not news
+                pass
+            elif error is not None:
+                entry.state, entry.error = "failed", error
+                entry.record.error = str(error).splitlines()[0] if str(error) else type(error).__name__
+                entry.record.stopped_s = now
+                self.log(f"{entry.kind} {entry.config.id} did not start: {entry.record.error}")
+            elif entry.state == "starting":
+                entry.state = "ready"
+                entry.record.ready_s = now
+                entry.record.startup_seconds = round(now - (entry.record.started_s or 0.0), 2)
+                self.log(f"{entry.kind} {entry.config.id} ready in {entry.record.startup_seconds:.0f} s")
+            entry.done.set()
+
+    # ------------------------------------------------------------ stopping
+
+    def _stop_entry(self, entry: _Entry, *, wait: bool) -> None:
+        with self._lock:
+            if entry.state not in ("starting", "ready"):
+                return
+            runtime, entry.state = entry.runtime, "stopped"
+        if runtime is None:  # still queued on the launcher: it will find the entry stopped
+            entry.done.set()
+            return
+        entry.record.stopped_s = round(time.monotonic() - self.t0, 2)
+        entry.record.stopped_at = time.time()
+        if wait or entry.kind == "engine":
+            runtime.stop()
+            return
+        thread = threading.Thread(target=runtime.stop, name=f"lfm-stop-{entry.config.id}")
+        self._threads.append(thread)
+        thread.start()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[dict[str, Any]]:
+        """For a test that measures time or memory: wait until no runtime is starting, start none meanwhile, and
+        say which others are alive (idle: the test is the only one sending requests)."""
+        with self._lock:
+            self._quiet += 1
+        waited = time.monotonic()
+        try:
+            for entry in [e for e in self._alive() if e.state == "starting"]:
+                self._wait(entry)
+            self.waits.append((waited, time.monotonic()))
+            others = [f"{e.kind} {e.config.id}" for e in self._alive()]
+            yield {"starting": [], "alive": others,
+                   "workers_share_gpus": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > len(self.gpus)}
+        finally:
+            with self._lock:
+                self._quiet -= 1
+            self.prefetch()
 
     def stop(self) -> None:
-        runtime, self._runtime, self._current = self._runtime, None, None
-        if runtime is not None:
-            runtime.stop()
-            for launch in reversed(self.launches):
-                if launch.stopped_at is None:
-                    launch.stopped_at = time.time()
-                    break
+        """Stop every runtime (those still starting too) and wait for the stops; safe to call more than once."""
+        self.prefetching, self._closing = False, True
+        self._launcher.shutdown(wait=True, cancel_futures=True)
+        for entry in list(self._entries.values()):
+            self._stop_entry(entry, wait=True)
+        for thread in list(self._threads):
+            if thread.name.startswith("lfm-stop-"):
+                thread.join()
+
+    # ------------------------------------------------------------ the time split
+
+    def time_split(self, testing_s: float, wall_s: float) -> dict[str, float]:
+        """Where the run's wall time went: waiting for runtimes (``launching_s``), startup time that ran while tests
+        ran (``launching_hidden_s``, summed over the launches), ``testing_s`` (test time less the waits inside it)
+        and ``idle_s`` (collection, reports, teardown)."""
+        launching = sum(end - start for start, end in self.waits)
+        total = hidden = 0.0
+        for record in self.launches:
+            if record.started_s is None:
+                continue
+            start = self.t0 + record.started_s
+            end = self.t0 + (record.ready_s if record.ready_s is not None else record.stopped_s or record.started_s)
+            covered = sum(max(0.0, min(end, w_end) - max(start, w_start)) for w_start, w_end in self.waits)
+            total += end - start
+            hidden += max(0.0, end - start - covered)
+        testing = max(0.0, testing_s - launching)
+        return {"wall_s": round(wall_s, 1), "launching_s": round(launching, 1),
+                "launching_hidden_s": round(hidden, 1), "startup_total_s": round(total, 1),
+                "testing_s": round(testing, 1), "idle_s": round(max(0.0, wall_s - testing - launching), 1),
+                "launches": len(self.launches),
+                "planned": sum(1 for e in self._entries.values() if e.planned)}

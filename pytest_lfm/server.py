@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import os
 import signal
@@ -17,7 +18,7 @@ import tempfile
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -39,16 +40,39 @@ LAUNCHERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 HEALTH_PATH = "/health_generate"
 LOG_TAIL_LINES = 50
-STOP_TIMEOUT = 60.0
-GPU_RELEASE_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+STOP_NOTICE_AFTER = 10.0
+GPU_RELEASE_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
     """The server did not become healthy: the message has the command, elapsed time, exit code, log tail, fixes."""
 
+    def __init__(self, message: str, *, command: Sequence[str] = (), exit_code: int | None = None,
+                 log_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.command = list(command)
+        self.exit_code = exit_code
+        self.log_path = log_path
+
 
 class ServerCrashedError(RuntimeError):
-    """The server exited after it had started: the message has the exit code and the log tail."""
+    """The server exited after it had started (the message has the exit code and the log tail), or a server
+    someone else started stopped answering."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None, log_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_path = log_path
+
+
+class ExternalServerError(RuntimeError):
+    """The server at --lfm-base-url cannot be tested: unreachable, or not an OpenAI-compatible sglang server."""
+
+    def __init__(self, message: str, *, base_url: str) -> None:
+        super().__init__(message)
+        self.base_url = base_url
 
 
 class RuntimeLeftoverWarning(UserWarning):
@@ -109,23 +133,45 @@ def sweep(processes: Iterable[psutil.Process], timeout: float = 10.0) -> list[ps
     return alive
 
 
-def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], gpu_baseline: Mapping[int, int]) -> None:
-    """After a runtime's stop: warn (RuntimeLeftoverWarning) about processes that would not die, and about GPU
-    memory not back to ``gpu_baseline`` (MiB per GPU) within GPU_RELEASE_TIMEOUT."""
+def session_members(session_id: int) -> list[psutil.Process]:
+    """The live processes of session ``session_id`` (what a server started with start_new_session spawned, also
+    after its leader has exited and they were re-parented)."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == session_id:
+                members.append(proc)
+    return members
+
+
+def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], pids: Iterable[int],
+                   gpus: Sequence[int] | None) -> None:
+    """After a runtime's stop: warn (RuntimeLeftoverWarning) about processes that would not die, and about any of
+    ``pids`` that nvidia-smi still lists on ``gpus`` after GPU_RELEASE_TIMEOUT. Counting the runtime's own
+    processes, not the GPU's total, keeps the check right while other runtimes start and stop on the same GPU."""
     if stubborn:
         warnings.warn(RuntimeLeftoverWarning(f"{runtime!r}: processes would not die: {[p.pid for p in stubborn]}"),
                       stacklevel=3)
-    if gpu_baseline and not hosts.wait_gpu_memory_released(gpu_baseline, gpu_baseline, GPU_RELEASE_TIMEOUT,
-                                                           own_pid=os.getpid()):
+    if not gpus:
+        return
+    held = hosts.wait_pids_off_gpus(set(pids), gpus, GPU_RELEASE_TIMEOUT)
+    if held:
         warnings.warn(RuntimeLeftoverWarning(
-            f"{runtime!r}: GPU memory of {sorted(gpu_baseline)} not back to {dict(gpu_baseline)} MiB after stop "
-            f"(waited up to {GPU_RELEASE_TIMEOUT:g} s); {hosts.describe_holders(sorted(gpu_baseline))}"), stacklevel=3)
+            f"{runtime!r}: its processes still hold GPU memory after stop (waited up to {GPU_RELEASE_TIMEOUT:g} s): "
+            + "; ".join(f"GPU {p.gpu}: pid {p.pid} {p.name} {p.used_mib} MiB" for p in held)), stacklevel=3)
 
 
 def _get_json(url: str, timeout: float = 10.0) -> Any:
     response = httpx.get(url, timeout=timeout)
     response.raise_for_status()
     return response.json()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM this process when the thread that started it exits (Linux), so a server
+    cannot outlive a pytest that was killed outright (SIGKILL runs no handler)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _HttpRuntime:
@@ -163,14 +209,15 @@ def _stop_leftovers() -> None:
 
 
 class SglangServer(_HttpRuntime):
-    """An sglang server subprocess in its own session: start() waits for GET /health_generate == 200, stop() leaves
-    no process and (with ``gpus``) waits until the GPUs' memory is back to what it was before start()."""
+    """An sglang server subprocess in its own session: start() (or launch() then wait_ready()) waits for
+    GET /health_generate == 200 from this very server, stop() leaves no process of it and (with ``gpus``) waits
+    until none of its processes holds GPU memory."""
 
     def __init__(
-        self, model_path: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
+        self, model_path: str, args: Sequence[str] = (), *, env: dict[str, str] | None = None,
         gpus: Sequence[int] | None = None, host: str = "127.0.0.1", port: int | None = None,
         launch_timeout: float = 600.0, log_dir: Path | None = None, command: Sequence[str] | None = None,
-        name: str = "sglang",
+        name: str = "sglang", log: Callable[[str], None] | None = None,
     ) -> None:
         self.model_path = model_path
         self.args = list(args)
@@ -180,24 +227,28 @@ class SglangServer(_HttpRuntime):
         self.port = port if port is not None else hosts.free_port(host)
         self.launch_timeout = launch_timeout
         self.name = name
+        self.log = log or (lambda message: None)
         self.base_url = f"http://{host}:{self.port}"
         if command is None:
             self.command = build_launch_command(model_path, self.args, host, self.port)
         else:
             self.command = [*command, "--model-path", model_path, "--host", host, "--port", str(self.port), *args]
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="pytest-lfm-")) / f"{name}-{self.port}.log"
+        self._log_dir = log_dir
+        self.log_path: Path | None = log_dir / f"{name}-{self.port}.log" if log_dir is not None else None
         self.startup_seconds: float | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._family: dict[int, psutil.Process] = {}
         self._started_at = 0.0
-        self._gpu_baseline: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"SglangServer({self.model_path!r}, {self.base_url}, pid={self.pid})"
 
     def child_env(self) -> dict[str, str]:
-        """The server's environment: ours, plus ``env``, plus CUDA_VISIBLE_DEVICES for ``gpus``."""
-        env = {**os.environ, **self.env}
+        """The server's environment: ours, plus ``env``, plus CUDA_VISIBLE_DEVICES for ``gpus``. Each server keeps
+        its metrics apart: a PROMETHEUS_MULTIPROC_DIR inherited from an in-process sgl.Engine would mix them."""
+        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(self.env)
         if self.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
             env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # nvidia-smi's numbering
@@ -207,12 +258,20 @@ class SglangServer(_HttpRuntime):
         """Launch and wait until healthy; ServerStartError (after cleaning up) if it exits or times out."""
         if self.is_running():
             return self
-        if self.gpus:
-            self._gpu_baseline = hosts.gpu_memory_baseline(self.gpus)
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the process and return at once (wait_ready() waits for it). The server gets SIGTERM when the thread
+        that calls this exits: call it from a thread that lives as long as the server should."""
+        if self._proc is not None:
+            return
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkdtemp(prefix="pytest-lfm-")) / f"{self.name}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self.child_env()
-        # one try from the launch on: a Ctrl-C (or a time limit's SIGINT) that lands right after Popen must not
-        # leave the server running (the H200 in session 5: pytest exited, a micro-moe server kept 33 GiB)
+        # one try from Popen on: an interrupt that lands right after it must not leave the server running
         try:
             with self.log_path.open("wb") as log:
                 log.write(f"# pytest-lfm: {' '.join(self.command)}\n".encode())
@@ -221,15 +280,24 @@ class SglangServer(_HttpRuntime):
                 log.flush()
                 self._started_at = time.monotonic()
                 self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                              stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                              stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             self.pid = self._proc.pid
             _RUNNING.add(self)
-            self._wait_healthy()
         except BaseException:
             self.stop()
             raise
+
+    def wait_ready(self) -> None:
+        """Wait until this server answers GET /health_generate with 200; ServerStartError (server stopped) if not."""
+        try:
+            self._wait_healthy()
+            self._check_identity()
+        except BaseException:
+            self.stop()
+            raise
+        self._remember_family()
         self.startup_seconds = round(time.monotonic() - self._started_at, 2)
-        return self
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None
@@ -252,6 +320,28 @@ class SglangServer(_HttpRuntime):
                 last = f"{type(exc).__name__}"
             time.sleep(min(0.5, max(0.0, remaining)))
 
+    def _check_identity(self) -> None:
+        """The 200 came from this server, not from another process on the same port: ours is still running and
+        GET /get_server_info names our model path and port."""
+        assert self._proc is not None
+        url = f"{self.base_url}/get_server_info"
+        try:
+            info = _get_json(url)
+        except (httpx.HTTPError, ValueError) as exc:
+            info = {"error": f"{type(exc).__name__}: {exc}"}
+        time.sleep(0.2)  # a launch that lost the port to another server exits right after binding fails
+        if self._proc.poll() is not None:
+            raise self._start_error(f"the process exited with code {self._proc.returncode} right after its health "
+                                    f"check passed (if its log says the address is in use, another process answered "
+                                    f"on port {self.port})", url)
+        if not isinstance(info, dict):
+            info = {}
+        theirs = (info.get("model_path"), info.get("port"))
+        if theirs[0] is not None and (theirs[0] != self.model_path or (theirs[1] is not None and
+                                                                      int(theirs[1]) != self.port)):
+            raise self._start_error(f"port {self.port} is answered by another server (its GET /get_server_info "
+                                    f"says model_path={theirs[0]!r}, port={theirs[1]!r})", url)
+
     def _start_error(self, reason: str, url: str) -> ServerStartError:
         assert self._proc is not None
         elapsed = time.monotonic() - self._started_at
@@ -262,17 +352,29 @@ class SglangServer(_HttpRuntime):
             f"  command: {' '.join(self.command)}\n"
             f"  {gpus}; extra env: {self.env or 'none'}\n"
             f"  elapsed: {elapsed:.1f} s; exit code: {code if code is not None else 'still running (now stopped)'}\n"
-            f"  checked: GET {url} == 200 every 0.5 s while the process ran\n"
+            f"  checked: GET {url} == 200 every 0.5 s while the process ran, then that the answer is this server's\n"
             f"  log: {self.log_path}\n"
             f"  last {LOG_TAIL_LINES} log lines:\n{_indent(self.log_tail(LOG_TAIL_LINES))}\n"
             "To fix this, either:\n"
-            "  - read the log above for the first error (unknown argument, model not found, out of GPU memory) "
-            "and fix the model or the launch arguments (--lfm-server-arg / the matrix launch_args);\n"
+            "  - read the log above for the first error (unknown argument, model not found, out of GPU memory, "
+            "address already in use) and fix the model or the launch arguments (--lfm-server-arg / the matrix "
+            "launch_args);\n"
             f"  - raise the launch timeout (--lfm-launch-timeout, now {self.launch_timeout:g} s) if the server was "
             "still compiling or capturing CUDA graphs;\n"
             "  - run the command above by hand to reproduce it, or test a server you started yourself with "
-            "--lfm-base-url URL."
+            "--lfm-base-url URL.",
+            command=self.command, exit_code=code, log_path=self.log_path,
         )
+
+    def _remember_family(self) -> None:
+        """Note the server's descendants while it runs: after a crash its children are re-parented and a detached
+        one (its own session) could not be found from the dead leader."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            leader = psutil.Process(self._proc.pid)
+            for proc in [leader, *leader.children(recursive=True)]:
+                self._family.setdefault(proc.pid, proc)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -288,38 +390,69 @@ class SglangServer(_HttpRuntime):
         raise ServerCrashedError(
             f"sglang server {self.name} (pid {self.pid}, {self.base_url}) exited with code {self._proc.returncode} "
             f"{ran:.0f} s after launch.\n  log: {self.log_path}\n"
-            f"  last {LOG_TAIL_LINES} log lines:\n{_indent(self.log_tail(LOG_TAIL_LINES))}"
-        )
+            f"  last {LOG_TAIL_LINES} log lines:\n{_indent(self.log_tail(LOG_TAIL_LINES))}",
+            exit_code=self._proc.returncode, log_path=self.log_path)
 
     def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
         """The last ``n`` lines of the server log."""
         try:
-            lines = self.log_path.read_bytes().decode(errors="replace").splitlines()
+            lines = self.log_path.read_bytes().decode(errors="replace").splitlines() if self.log_path else []
         except OSError:
             return "(no log)"
         return "\n".join(lines[-n:])
 
+    def processes(self) -> list[psutil.Process]:
+        """The server's processes known now: its leader, its descendants and the members of its session."""
+        self._remember_family()
+        if self.pid is not None:
+            for proc in session_members(self.pid):
+                self._family.setdefault(proc.pid, proc)
+        return list(self._family.values())
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the process group, SIGKILL it after ``timeout``, kill stragglers, wait for the GPU memory."""
-        proc, self._proc = self._proc, None
-        _RUNNING.discard(self)
+        """SIGTERM the process group, SIGKILL it after ``timeout``, kill stragglers (its session and every process it
+        was seen to have), then wait until none of them holds GPU memory. An interrupt while waiting (a second
+        Ctrl-C) SIGKILLs the group before it propagates: the server is never forgotten while alive."""
+        proc = self._proc
         if proc is None:
             return
+        family = self.processes()
         try:
-            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        except psutil.Error:
-            family = []
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)  # start_new_session: the group id is the pid
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)  # start_new_session: the group id is the pid
+            self._wait_exit(proc, timeout)
+        except BaseException:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            sweep(family, timeout=0.5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            raise
+        finally:
+            if proc.poll() is not None:
+                self._proc = None
+                _RUNNING.discard(self)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # group members that outlived the leader
-        warn_leftovers(self, sweep(family), self._gpu_baseline)
+        family += [p for p in session_members(proc.pid) if p.pid not in {f.pid for f in family}]
+        warn_leftovers(self, sweep(family), [p.pid for p in family], self.gpus)
+
+    def _wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        noticed = False
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now >= deadline:
+                self.log(f"{self.name}: no exit {timeout:g} s after SIGTERM: SIGKILL")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return
+            if not noticed and now - deadline + timeout >= STOP_NOTICE_AFTER:
+                self.log(f"{self.name}: still stopping {STOP_NOTICE_AFTER:g} s after SIGTERM (pid {proc.pid}); "
+                         f"SIGKILL at {timeout:g} s")
+                noticed = True
+            time.sleep(0.05)
 
     def __enter__(self) -> SglangServer:
         return self.start()
@@ -330,7 +463,10 @@ class SglangServer(_HttpRuntime):
 
 
 class ExternalServer(_HttpRuntime):
-    """A server started elsewhere (``--lfm-base-url``): the same surface as SglangServer; start/stop do nothing."""
+    """A server started elsewhere (``--lfm-base-url``): the same surface as SglangServer; start/stop do nothing.
+
+    It is checked once, when first used (verify(): reachable, healthy, OpenAI-compatible); health() is asked again
+    only to explain a failure: sglang's health endpoints take a second or more each."""
 
     log_path: Path | None = None
     startup_seconds: float | None = None
@@ -340,11 +476,12 @@ class ExternalServer(_HttpRuntime):
         url = base_url.rstrip("/")
         self.base_url = url[: -len("/v1")] if url.endswith("/v1") else url
         self.command: list[str] = []
+        self._verified = False
 
     def __repr__(self) -> str:
         return f"ExternalServer({self.base_url})"
 
-    def _health(self) -> str | None:
+    def health(self) -> str | None:
         """None when GET /health or /health_generate answers 200, else what went wrong."""
         problems = []
         for path in ("/health", HEALTH_PATH):
@@ -358,26 +495,56 @@ class ExternalServer(_HttpRuntime):
             problems.append(f"GET {path}: HTTP {status}")
         return "; ".join(problems)
 
+    def verify(self) -> None:
+        """Once: the server answers its health endpoint and GET /v1/models lists a model (OpenAI-compatible);
+        ExternalServerError says what came back and what to do."""
+        if self._verified:
+            return
+        fix = ("Pass the URL of a running sglang server (`sglang serve --model-path ... --port N`, then "
+               "--lfm-base-url http://HOST:N), or leave --lfm-base-url out to let pytest-lfm launch one.")
+        problem = self.health()
+        if problem is not None:
+            raise ExternalServerError(f"the server at {self.base_url} (--lfm-base-url) is not usable: {problem}. "
+                                      + fix, base_url=self.base_url)
+        url = f"{self.base_url}/v1/models"
+        try:
+            response = httpx.get(url, timeout=30)
+            data = response.json() if response.status_code == 200 else None
+            model = data["data"][0]["id"] if isinstance(data, dict) else None
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            model, response_text = None, f"{type(exc).__name__}: {exc}"
+        else:
+            response_text = f"HTTP {response.status_code}: {response.text[:200]!r}"
+        if not isinstance(model, str):
+            raise ExternalServerError(
+                f"the server at {self.base_url} (--lfm-base-url) is healthy but not OpenAI-compatible: GET {url} "
+                f"gave {response_text}, not a model list (`{{\"data\": [{{\"id\": ...}}]}}`). " + fix,
+                base_url=self.base_url)
+        self._served_model = model
+        self._verified = True
+
     def start(self) -> ExternalServer:
+        self.verify()
         return self
 
     def stop(self) -> None:
         return None
 
     def is_running(self) -> bool:
-        return self._health() is None
+        return self.health() is None
 
     def check_alive(self) -> None:
-        """Raise ServerCrashedError if the server does not answer its health endpoints."""
-        problem = self._health()
-        if problem is not None:
-            raise ServerCrashedError(f"the server at {self.base_url} (--lfm-base-url) is not healthy: {problem}")
+        """Verify the server when first used; afterwards free (a failing test asks health() for its report)."""
+        try:
+            self.verify()
+        except ExternalServerError as exc:
+            raise ServerCrashedError(str(exc)) from None
 
     def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
         return f"(no log: {self.base_url} was started outside pytest-lfm)"
 
     def __enter__(self) -> ExternalServer:
-        return self
+        return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 DTYPES = ("bfloat16", "float16")
+LEVELS = ("full", "quick")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("latency_concurrency", "concurrency of the latency suite's second load level", "N", default="8"),
     Option("fidelity_rounds", "alternated rounds of the fidelity check against sglang.bench_serving (even)", "N",
            default="4"),
+    Option("level", "full: the whole qualification; quick: every functional suite on one server launch per model "
+           "(no dtype or profile variants, no engine, no timing or memory checks)", "LEVEL", default="full"),
 )
 
 
@@ -80,6 +83,7 @@ class Settings:
     replay_dir: Path | None = None
     latency_concurrency: int = 8
     fidelity_rounds: int = 4
+    level: str = "full"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
 
@@ -132,6 +136,10 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         raise _fail(by_name["dtype"], sources["dtype"], values["dtype"], "is not a dtype mode",
                     "Use bfloat16 (the default), float16 or both.")
     dtypes = DTYPES if dtype == "both" else (dtype,)
+    level = str(values["level"]).strip().lower()
+    if level not in LEVELS:
+        raise _fail(by_name["level"], sources["level"], values["level"], "is not a qualification level",
+                    "Use full (the default: every suite and launch variant) or quick (for pull requests).")
 
     try:
         timeout = float(values["launch_timeout"])
@@ -205,6 +213,7 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         replay_dir=replay_dir,
         latency_concurrency=concurrency,
         fidelity_rounds=fidelity_rounds,
+        level=level,
         sources=sources,
     )
 
@@ -223,6 +232,7 @@ def describe(settings: Settings) -> list[str]:
         "record": settings.record_dir,
         "replay": settings.replay_dir,
         "latency_concurrency": settings.latency_concurrency,
+        "level": settings.level,
     }
     return [f"  {name}: {value} ({settings.sources.get(name, 'default')})" for name, value in shown.items()
             if value is not None]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,48 +80,34 @@ def test_list_gpus_honours_cuda_visible_devices(
     assert [g.index for g in hosts.list_gpus()] == expected
 
 
-def test_wait_gpu_memory_released(fake_smi: Path) -> None:
-    baseline = hosts.gpu_memory_baseline([0, 1])
-    assert baseline == {0: 4, 1: 3}
-    fake_smi.write_text("30000")
-    assert not hosts.wait_gpu_memory_released([0, 1], baseline, timeout=0.2, interval=0.05)
-    fake_smi.write_text("100")  # within the tolerance of a leftover-free GPU
-    assert hosts.wait_gpu_memory_released([0, 1], baseline, timeout=0.2, interval=0.05)
-
-
 def test_gpu_processes_parses_the_compute_apps(fake_smi: Path) -> None:
     Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, python3, 2777\nGPU-bbbb-1111, 7, other, [N/A]\n")
     assert hosts.gpu_processes([0, 1]) == [hosts.GpuProcess(0, 4242, "python3", 2777)]  # [N/A]: no figure, left out
     assert hosts.gpu_processes([1]) == []
 
 
-def test_memory_only_this_process_holds_is_not_waited_for(fake_smi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the H200 (session 5) each stop after a micro-vl Engine waited the whole 120 s for memory the pytest
-    process itself held."""
-    monkeypatch.setattr(hosts, "OWN_MEMORY_SETTLE", 0.2)
-    baseline = hosts.gpu_memory_baseline([0])
-    fake_smi.write_text("2777")
-    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 2777\n")
-    started = time.monotonic()
-    assert not hosts.wait_gpu_memory_released([0], baseline, timeout=30, interval=0.05, own_pid=os.getpid())
-    assert time.monotonic() - started < 10
-    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 700\n"
-                                        "GPU-aaaa-0000, 99, sglang, 2000\n")
-    started = time.monotonic()  # another process still on the GPU: it may yet exit, so the whole timeout is waited
-    assert not hosts.wait_gpu_memory_released([0], baseline, timeout=1.0, interval=0.05, own_pid=os.getpid())
-    assert time.monotonic() - started >= 1.0
+def test_memory_of_counts_only_the_given_processes(fake_smi: Path) -> None:
+    Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, python3, 2777\nGPU-aaaa-0000, 99, sglang, 2000\n")
+    assert hosts.memory_of([4242], [0]) == 2777
+    assert hosts.memory_of([4242, 99], [0]) == 4777
+    assert hosts.memory_of([5], [0]) == 0
+    Path(f"{fake_smi}.apps").write_text("")
+    assert hosts.memory_of([4242], [0]) is None  # nvidia-smi lists nobody: not known
 
 
-def test_leftover_warning_names_who_holds_the_memory(fake_smi: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_leftover_warning_names_the_runtimes_processes_still_on_the_gpu(
+    fake_smi: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another runtime's memory on the same GPU is not this runtime's leftover: only its own processes count."""
     from pytest_lfm import server
 
-    monkeypatch.setattr(hosts, "OWN_MEMORY_SETTLE", 0.2)
-    baseline = hosts.gpu_memory_baseline([0])
-    fake_smi.write_text("2777")
-    Path(f"{fake_smi}.apps").write_text(f"GPU-aaaa-0000, {os.getpid()}, python3, 2777\n")
-    holder = rf"GPU 0: pid {os.getpid()} python3 2777 MiB \(this process"
-    with pytest.warns(server.RuntimeLeftoverWarning, match=holder):
-        server.warn_leftovers("engine", [], baseline)
+    monkeypatch.setattr(server, "GPU_RELEASE_TIMEOUT", 0.2)
+    Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, sglang, 2777\nGPU-aaaa-0000, 99, other, 9000\n")
+    with pytest.warns(server.RuntimeLeftoverWarning, match=r"GPU 0: pid 4242 sglang 2777 MiB"):
+        server.warn_leftovers("engine", [], [4242], [0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        server.warn_leftovers("engine", [], [5], [0])  # pid 99's memory belongs to someone else
 
 
 @pytest.mark.parametrize(("worker", "index"), [("gw0", 0), ("gw3", 3), ("gw12", 12), ("master", 0), ("", 0)])

@@ -151,7 +151,7 @@ def test_crash_mid_session_raises_with_the_log_tail(tmp_path: Path) -> None:
 
 
 def test_crash_on_a_request(tmp_path: Path) -> None:
-    with standin(tmp_path, "--crash-after-requests", "1") as server:
+    with standin(tmp_path, "--crash-after-requests", "2") as server:
         with pytest.raises(httpx.HTTPError):  # the server dies mid-request
             server.served_model()
         wait_exit(server)

@@ -90,7 +90,7 @@ def test_tp_size_from_the_matrix_takes_two_gpus(pytester: pytest.Pytester) -> No
     pytester.makepyfile("""
 def test_tp(lfm_launch, lfm_gpus, lfm_runtime_pool):
     assert lfm_launch.tp_size == 2 and lfm_launch.engine_kwargs()["tp_size"] == 2
-    assert lfm_launch.server_args()[-2:] == ["--tp-size", "2"]
+    assert lfm_launch.server_args()[-3:-1] == ["--tp-size", "2"]
     assert lfm_gpus == [0, 1] and lfm_runtime_pool.gpus_for(lfm_launch) == [0, 1]
 """)
     result = pytester.runpytest("--lfm-matrix", "tp.toml", "--lfm-model", "micro-moe-tp2", "--lfm-gpu", "0,1",
