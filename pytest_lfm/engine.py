@@ -136,6 +136,31 @@ def release_cached_cuda_memory() -> None:
         torch.cuda.empty_cache()
 
 
+@contextmanager
+def scoped_process_kill(module: Any, spawned: Collection[psutil.Process]) -> Iterator[None]:
+    """sgl.Engine.shutdown() ends with ``kill_process_tree(os.getpid(), include_parent=False)``: it SIGKILLs every
+    descendant of this process, the sglang servers the pool runs beside the engine too. While it shuts down, that
+    call in the engine's module is narrowed to the processes the engine spawned (and their trees)."""
+    original = getattr(module, "kill_process_tree", None)
+    if original is None:
+        yield
+        return
+
+    def scoped(parent_pid: int | None = None, *args: Any, **kwargs: Any) -> Any:
+        if parent_pid not in (None, os.getpid()):
+            return original(parent_pid, *args, **kwargs)
+        kwargs.pop("include_parent", None)
+        for proc in spawned:
+            original(proc.pid, include_parent=True, **kwargs)
+        return None
+
+    module.kill_process_tree = scoped
+    try:
+        yield
+    finally:
+        module.kill_process_tree = original
+
+
 class SglangEngine:
     """``sgl.Engine(model_path=..., dtype=..., **engine_kwargs)`` started at construction with ``gpus`` as
     CUDA_VISIBLE_DEVICES and ``env`` set while it spawns its processes; stop() shuts it down, kills the processes it
@@ -184,7 +209,8 @@ class SglangEngine:
         spawned = _descendants() - self._before
         self.spawned_pids = sorted({*self.spawned_pids, *(p.pid for p in spawned)})
         try:
-            self.engine.shutdown()
+            with scoped_process_kill(sys.modules.get(type(self.engine).__module__), spawned):
+                self.engine.shutdown()
         finally:
             stubborn = sweep(spawned)
             self.mm_feature_pool_released = release_mm_feature_pool(self.engine)
