@@ -1,4 +1,8 @@
-"""The ``pytest-lfm`` console script: ``micro build`` and ``micro verify`` (subcommands; others add theirs)."""
+"""The ``pytest-lfm`` console script: ``micro build``, ``micro verify`` and ``compare`` (subcommands).
+
+Exit codes of ``compare``: 0 no regression (or the same verdicts), 1 a regression or changed verdicts, 2 bad input
+(a report missing, unreadable or of another schema, or reports with too few checks in common to compare).
+"""
 
 from __future__ import annotations
 
@@ -48,11 +52,46 @@ def _micro_verify(args: argparse.Namespace) -> int:
     return 0 if exact == len(results) else 1
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from pytest_lfm.compare import compare, render_markdown
+BAD_INPUT = 2
+# the share of the smaller report's checks the other must hold for --same-verdicts (when --min-overlap is not given)
+SAME_VERDICTS_MIN_OVERLAP = 0.9
 
-    diff = compare(args.old, args.new, args.threshold)
+
+def _bad_input(command: str, message: object) -> int:
+    print(f"pytest-lfm {command}: {message}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def _fraction(text: str) -> float:
+    wrong = argparse.ArgumentTypeError(f"{text!r} is no fraction in (0, 1], e.g. 0.9 for 90%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise wrong from None
+    if not 0 < value <= 1:
+        raise wrong
+    return value
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_lfm.compare import ReportError, compare, render_markdown
+
+    try:
+        diff = compare(args.old, args.new, args.threshold)
+    except ReportError as exc:
+        return _bad_input("compare", exc)
     print(render_markdown(diff))
+    min_overlap = args.min_overlap if args.min_overlap is not None else (
+        SAME_VERDICTS_MIN_OVERLAP if args.same_verdicts else None)
+    shared = (f"{args.old} and {args.new} have {diff.shared_checks} check ids in common, {diff.overlap:.1%} of the "
+              f"smaller report's {min(diff.old_checks, diff.new_checks)} checks")
+    if not diff.shared_checks:
+        return _bad_input("compare", f"{shared}: nothing was compared. Compare reports of the same selection "
+                                     "(--lfm-model, test paths, -k / -m)")
+    if min_overlap is not None and diff.overlap < min_overlap:
+        return _bad_input("compare", f"{shared}, below --min-overlap {min_overlap:.0%}: the reports ran different "
+                                     "selections, so their verdicts say little about each other. Compare reports of "
+                                     "the same selection, or lower --min-overlap")
     if args.same_verdicts:
         return 1 if diff.verdict_changes else 0
     return 1 if diff.regressed else 0
@@ -75,13 +114,18 @@ def parser() -> argparse.ArgumentParser:
     verify_p.add_argument("--json", action="store_true", help="print the result as JSON")
     verify_p.set_defaults(func=_micro_verify)
     compare_p = commands.add_parser("compare", help="compare two qualification reports (JSON from --lfm-report); "
-                                    "prints Markdown, exits 1 when a check newly fails or latency got worse")
+                                    "prints Markdown, exits 1 when a check newly fails or latency got worse, "
+                                    "2 on bad input")
     compare_p.add_argument("old", metavar="OLD.json")
     compare_p.add_argument("new", metavar="NEW.json")
     compare_p.add_argument("--threshold", type=float, default=0.05,
                            help="relative latency change worth listing (default 0.05 = 5%%)")
     compare_p.add_argument("--same-verdicts", action="store_true",
                            help="exit 1 when any check both reports hold has another verdict (replay vs its GPU run)")
+    compare_p.add_argument("--min-overlap", type=_fraction, default=None, metavar="FRACTION",
+                           help="exit 2 when the check ids both reports hold are fewer than this share of the "
+                           f"smaller report's checks (default {SAME_VERDICTS_MIN_OVERLAP} with --same-verdicts, "
+                           "otherwise only no check in common fails)")
     compare_p.set_defaults(func=_compare)
     return top
 
