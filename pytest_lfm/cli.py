@@ -1,7 +1,8 @@
-"""The ``pytest-lfm`` console script: ``micro build``, ``micro verify`` and ``compare`` (subcommands).
+"""The ``pytest-lfm`` console script: ``micro build``, ``micro verify``, ``compare`` and ``merge`` (subcommands).
 
-Exit codes of ``compare``: 0 no regression (or the same verdicts), 1 a regression or changed verdicts, 2 bad input
-(a report missing, unreadable or of another schema, or reports with too few checks in common to compare).
+Exit codes of ``compare`` and ``merge``: 0 done (compare: no regression, or the same verdicts), 1 compare found a
+regression or changed verdicts, 2 bad input (a report missing, unreadable, of another schema, reports that cannot
+be merged, or reports with too few checks in common to compare).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pytest_lfm import micro
 
@@ -97,6 +99,28 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if diff.regressed else 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_lfm.compare import ReportError
+    from pytest_lfm.merge import merge_files
+    from pytest_lfm.report import render_markdown
+
+    output = Path(args.output)
+    if output.suffix != ".json":
+        return _bad_input("merge", f"-o {output}: name a .json file (the Markdown is written beside it, as .md)")
+    try:
+        merged = merge_files(args.reports)
+    except ReportError as exc:
+        return _bad_input("merge", exc)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    markdown = output.with_suffix(".md")
+    output.write_text(json.dumps(merged, indent=2) + "\n")
+    markdown.write_text(render_markdown(merged))
+    counts = ", ".join(f"{n} {status}" for status, n in merged["summary"].items() if n)
+    print(f"merged {len(merged['merged']['parts'])} reports ({len(merged['checks'])} checks: {counts}) into "
+          f"{output} and {markdown}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pytest-lfm", description="pytest-lfm tools")
     commands = top.add_subparsers(dest="command", required=True)
@@ -127,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
                            f"smaller report's checks (default {SAME_VERDICTS_MIN_OVERLAP} with --same-verdicts, "
                            "otherwise only no check in common fails)")
     compare_p.set_defaults(func=_compare)
+    merge_p = commands.add_parser("merge", help="merge the reports of one qualification run in parts (hosts, GPUs, "
+                                  "one --lfm-model each) into one report; exits 2 on bad input or conflicting parts")
+    merge_p.add_argument("reports", nargs="+", metavar="REPORT.json")
+    merge_p.add_argument("-o", "--output", required=True, metavar="QUALIFICATION.json",
+                         help="the merged report; its Markdown goes beside it (QUALIFICATION.md)")
+    merge_p.set_defaults(func=_merge)
     return top
 
 
