@@ -1,4 +1,9 @@
-"""The ``pytest-lfm`` console script: ``micro build`` and ``micro verify`` (subcommands; others add theirs)."""
+"""The ``pytest-lfm`` console script: ``micro build``, ``micro verify``, ``compare`` and ``merge`` (subcommands).
+
+Exit codes of ``compare`` and ``merge``: 0 done (compare: no regression, or the same verdicts), 1 compare found a
+regression or changed verdicts, 2 bad input (a report missing, unreadable, of another schema, reports that cannot
+be merged, or reports with too few checks in common to compare).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pytest_lfm import micro
 
@@ -48,14 +54,71 @@ def _micro_verify(args: argparse.Namespace) -> int:
     return 0 if exact == len(results) else 1
 
 
-def _compare(args: argparse.Namespace) -> int:
-    from pytest_lfm.compare import compare, render_markdown
+BAD_INPUT = 2
+# the share of the smaller report's checks the other must hold for --same-verdicts (when --min-overlap is not given)
+SAME_VERDICTS_MIN_OVERLAP = 0.9
 
-    diff = compare(args.old, args.new, args.threshold)
+
+def _bad_input(command: str, message: object) -> int:
+    print(f"pytest-lfm {command}: {message}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def _fraction(text: str) -> float:
+    wrong = argparse.ArgumentTypeError(f"{text!r} is no fraction in (0, 1], e.g. 0.9 for 90%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise wrong from None
+    if not 0 < value <= 1:
+        raise wrong
+    return value
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_lfm.compare import ReportError, compare, render_markdown
+
+    try:
+        diff = compare(args.old, args.new, args.threshold)
+    except ReportError as exc:
+        return _bad_input("compare", exc)
     print(render_markdown(diff))
+    min_overlap = args.min_overlap if args.min_overlap is not None else (
+        SAME_VERDICTS_MIN_OVERLAP if args.same_verdicts else None)
+    shared = (f"{args.old} and {args.new} have {diff.shared_checks} check ids in common, {diff.overlap:.1%} of the "
+              f"smaller report's {min(diff.old_checks, diff.new_checks)} checks")
+    if not diff.shared_checks:
+        return _bad_input("compare", f"{shared}: nothing was compared. Compare reports of the same selection "
+                                     "(--lfm-model, test paths, -k / -m)")
+    if min_overlap is not None and diff.overlap < min_overlap:
+        return _bad_input("compare", f"{shared}, below --min-overlap {min_overlap:.0%}: the reports ran different "
+                                     "selections, so their verdicts say little about each other. Compare reports of "
+                                     "the same selection, or lower --min-overlap")
     if args.same_verdicts:
         return 1 if diff.verdict_changes else 0
     return 1 if diff.regressed else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_lfm.compare import ReportError
+    from pytest_lfm.merge import merge_files
+    from pytest_lfm.report import render_markdown
+
+    output = Path(args.output)
+    if output.suffix != ".json":
+        return _bad_input("merge", f"-o {output}: name a .json file (the Markdown is written beside it, as .md)")
+    try:
+        merged = merge_files(args.reports)
+    except ReportError as exc:
+        return _bad_input("merge", exc)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    markdown = output.with_suffix(".md")
+    output.write_text(json.dumps(merged, indent=2) + "\n")
+    markdown.write_text(render_markdown(merged))
+    counts = ", ".join(f"{n} {status}" for status, n in merged["summary"].items() if n)
+    print(f"merged {len(merged['merged']['parts'])} reports ({len(merged['checks'])} checks: {counts}) into "
+          f"{output} and {markdown}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,14 +138,25 @@ def parser() -> argparse.ArgumentParser:
     verify_p.add_argument("--json", action="store_true", help="print the result as JSON")
     verify_p.set_defaults(func=_micro_verify)
     compare_p = commands.add_parser("compare", help="compare two qualification reports (JSON from --lfm-report); "
-                                    "prints Markdown, exits 1 when a check newly fails or latency got worse")
+                                    "prints Markdown, exits 1 when a check newly fails or latency got worse, "
+                                    "2 on bad input")
     compare_p.add_argument("old", metavar="OLD.json")
     compare_p.add_argument("new", metavar="NEW.json")
     compare_p.add_argument("--threshold", type=float, default=0.05,
                            help="relative latency change worth listing (default 0.05 = 5%%)")
     compare_p.add_argument("--same-verdicts", action="store_true",
                            help="exit 1 when any check both reports hold has another verdict (replay vs its GPU run)")
+    compare_p.add_argument("--min-overlap", type=_fraction, default=None, metavar="FRACTION",
+                           help="exit 2 when the check ids both reports hold are fewer than this share of the "
+                           f"smaller report's checks (default {SAME_VERDICTS_MIN_OVERLAP} with --same-verdicts, "
+                           "otherwise only no check in common fails)")
     compare_p.set_defaults(func=_compare)
+    merge_p = commands.add_parser("merge", help="merge the reports of one qualification run in parts (hosts, GPUs, "
+                                  "one --lfm-model each) into one report; exits 2 on bad input or conflicting parts")
+    merge_p.add_argument("reports", nargs="+", metavar="REPORT.json")
+    merge_p.add_argument("-o", "--output", required=True, metavar="QUALIFICATION.json",
+                         help="the merged report; its Markdown goes beside it (QUALIFICATION.md)")
+    merge_p.set_defaults(func=_merge)
     return top
 
 

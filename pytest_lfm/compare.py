@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.report import KEY_FIGURES
+from pytest_lfm.report import KEY_FIGURES, SCHEMA_VERSION, STATUSES
 
 PASSING = ("pass", "xpass")
 ABSENT = "absent"
@@ -70,6 +70,16 @@ class Diff:
     one_sided: list[StatusChange] = field(default_factory=list)  # checks only one report holds (another selection)
     latency: list[LatencyChange] = field(default_factory=list)
     prompts: list[PromptChange] = field(default_factory=list)
+    old_checks: int = 0
+    new_checks: int = 0
+    shared_checks: int = 0  # check ids both reports hold: the part whose verdicts were compared
+
+    @property
+    def overlap(self) -> float:
+        """The shared checks as a share of the smaller report's checks (1.0: one report's selection holds the
+        other's)."""
+        smaller = min(self.old_checks, self.new_checks)
+        return self.shared_checks / smaller if smaller else 0.0
 
     @property
     def regressed(self) -> bool:
@@ -82,11 +92,58 @@ class Diff:
         return [*self.newly_failing, *self.newly_passing, *self.xfails_passing, *self.other_changes]
 
 
+class ReportError(ValueError):
+    """An input that is no readable pytest-lfm report of this schema, or reports that cannot be combined; the
+    message names the file and the fix."""
+
+
+FIX = "pass the JSON that --lfm-report DIR writes (DIR/lfm-report-<date>-<time>.json)"
+
+
+def validate(data: Any, source: str) -> None:
+    """:class:`ReportError` unless ``data`` (read from ``source``) is a report of this schema version with checks;
+    a report of another schema is refused rather than read, as its fields could mean other things."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("checks"), list):
+        raise ReportError(f"{source}: not a pytest-lfm report (no 'checks' list); {FIX}")
+    schema = data.get("schema")
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        found = "has no schema version" if schema is None else f"is of report schema {schema!r}"
+        raise ReportError(f"{source}: {found}, this pytest-lfm reads schema {SCHEMA_VERSION}; "
+                          "use the pytest-lfm version that wrote it, or run the suite again to write a new report")
+    if not data["checks"]:
+        raise ReportError(f"{source}: the report holds no checks (the run collected nothing); {FIX} of a run "
+                          "that ran tests")
+    for i, check in enumerate(data["checks"]):
+        if not (isinstance(check, dict) and isinstance(check.get("nodeid"), str)
+                and check.get("status") in STATUSES and isinstance(check.get("notes", {}), dict)):
+            raise ReportError(f"{source}: checks[{i}] lacks a 'nodeid', a 'status' ({', '.join(STATUSES)}) or "
+                              f"'notes' as an object: a damaged report; {FIX}")
+    latency = data.get("latency", [])
+    if not isinstance(latency, list) or not all(isinstance(r, dict) and isinstance(r.get("test"), str)
+                                                for r in latency):
+        raise ReportError(f"{source}: 'latency' is not a list of rows with a 'test': a damaged report; {FIX}")
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a report JSON written by pytest-lfm."""
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "checks" not in data:
-        raise ValueError(f"{path}: not a pytest-lfm report (no 'checks'); pass the JSON written by --lfm-report")
+    """Read and :func:`validate` a report JSON written by pytest-lfm; :class:`ReportError` when it is missing,
+    unreadable, empty, not JSON, not a report or of another schema."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file; {FIX}") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: is a directory; {FIX}") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not a text file; {FIX}") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot be read ({exc.strerror}); {FIX}") from None
+    if not text.strip():
+        raise ReportError(f"{path}: empty file (a run cut off before it wrote its report?); {FIX}")
+    try:
+        data: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {FIX}") from None
+    validate(data, str(path))
     return data
 
 
@@ -142,13 +199,22 @@ def _prompt_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) 
                                              a.get("prompt_tokens"), b.get("prompt_tokens")))
 
 
+def _report(source: str | Path | Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        validate(source, name)
+        return source
+    return load(source)
+
+
 def compare(old: str | Path | Mapping[str, Any], new: str | Path | Mapping[str, Any], threshold: float = 0.05) -> Diff:
-    """The differences from report ``old`` to report ``new`` (paths or loaded dicts)."""
-    old_data = old if isinstance(old, Mapping) else load(old)
-    new_data = new if isinstance(new, Mapping) else load(new)
+    """The differences from report ``old`` to report ``new`` (paths or loaded dicts; :class:`ReportError` when
+    one is no report of this schema)."""
+    old_data, new_data = _report(old, "old report"), _report(new, "new report")
     diff = Diff(_label(old_data), _label(new_data), threshold)
     old_checks = {c["nodeid"]: c for c in old_data["checks"]}
     new_checks = {c["nodeid"]: c for c in new_data["checks"]}
+    diff.old_checks, diff.new_checks = len(old_checks), len(new_checks)
+    diff.shared_checks = len(old_checks.keys() & new_checks.keys())
     _status_changes(diff, old_checks, new_checks)
     _latency_changes(diff, old_data, new_data)
     _prompt_changes(diff, old_checks, new_checks)
@@ -179,7 +245,9 @@ def render_markdown(diff: Diff) -> str:
     lines = [
         "# pytest-lfm report comparison", "",
         f"- old: {diff.old_label}", f"- new: {diff.new_label}",
-        f"- latency threshold: {diff.threshold:.0%}", "",
+        f"- latency threshold: {diff.threshold:.0%}",
+        f"- checks in both reports: {diff.shared_checks} ({diff.overlap:.1%} of the smaller report's "
+        f"{min(diff.old_checks, diff.new_checks)}; old {diff.old_checks}, new {diff.new_checks})", "",
         *_section("Newly failing", status_header, status_rows(diff.newly_failing)),
         *_section("Newly passing", status_header, status_rows(diff.newly_passing)),
         *_section("Expected failures now passing", status_header, status_rows(diff.xfails_passing)),

@@ -402,9 +402,15 @@ def _gib(mib: Any) -> str | None:
 def render_markdown(data: Mapping[str, Any]) -> str:
     """The report as Markdown: environment, launches, verdict summary, failures, latency, all checks."""
     v = data["versions"]
+    merged = data.get("merged")  # a report of pytest_lfm.merge: its parts' commands instead of one
+    run = (f"merged from {len(merged['parts'])} reports ({merged['duration_sum_s']} s in all)" if merged
+           else f"`pytest {' '.join(data['args'])}`")
     lines = [
         "# pytest-lfm qualification report", "",
-        f"{data['created']} on {data['host']}, {data['duration_s']} s; `pytest {' '.join(data['args'])}`", "",
+        f"{data['created']} on {data['host']}, {data['duration_s']} s; {run}", "",
+        *(["## Merged reports", "", *_table(["report", "host", "created", "s", "command"], (
+            (p["file"], p["host"], p["created"], p["duration_s"], "pytest " + " ".join(p["args"]))
+            for p in merged["parts"])), ""] if merged else []),
         "## Environment", "",
         *_table(["package", "version"], ((k, v[k]) for k in v)), "",
         "GPUs: " + (", ".join(f"{g.get('index')}: {g.get('name', g.get('error'))}" for g in data["gpus"]) or "none"),

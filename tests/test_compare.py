@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_lfm import cli
-from pytest_lfm.compare import compare, load, render_markdown
+from pytest_lfm.compare import ReportError, compare, load, render_markdown
 
 
 def check(nodeid: str, status: str, reason: str = "", **notes: Any) -> dict[str, Any]:
@@ -129,3 +131,90 @@ def test_same_verdicts_flag_fails_on_any_changed_verdict(tmp_path: Path) -> None
     assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 1
     new.write_text(old.read_text())
     assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 0
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+BAD_INPUTS: dict[str, str | bytes | None] = {
+    "missing": None,
+    "directory": None,
+    "empty": "",
+    "not-json": "{'checks': [",
+    "binary": b"\x89PNG\r\n\x1a\n\xff\xfe",
+    "other-json": json.dumps({"benchmarks": []}),
+    "a-list": json.dumps([1, 2]),
+    "other-schema": json.dumps({**report("0.5.17", [check("t::a", "pass")], []), "schema": 2}),
+    "no-schema": json.dumps({k: v for k, v in report("0.5.17", [check("t::a", "pass")], []).items()
+                             if k != "schema"}),
+    "no-checks": json.dumps(report("0.5.17", [], [])),
+    "damaged-check": json.dumps(report("0.5.17", [{"nodeid": "t::a"}], [])),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_is_one_error_naming_the_file_and_exit_2(kind: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path / "good.json", OLD)
+    bad = tmp_path / f"{kind}.json"
+    content = BAD_INPUTS[kind]
+    if kind == "directory":
+        bad.mkdir()
+    elif isinstance(content, bytes):
+        bad.write_bytes(content)
+    elif content is not None:
+        bad.write_text(content)
+    for args in ([str(bad), str(good)], [str(good), str(bad)], [str(good), str(bad), "--same-verdicts"]):
+        assert cli.main(["compare", *args]) == cli.BAD_INPUT == 2
+        captured = capsys.readouterr()
+        assert not captured.out  # nothing that reads as a diff ("Newly failing (0)")
+        [line] = captured.err.splitlines()
+        assert line.startswith(f"pytest-lfm compare: {bad}: ") and ("--lfm-report" in line or "schema" in line)
+
+
+def test_another_schema_version_is_refused_not_read_as_no_change() -> None:
+    with pytest.raises(ReportError, match=r"new report: is of report schema 2, this pytest-lfm reads schema 1"):
+        compare(OLD, {**NEW, "schema": 2})
+
+
+def test_bad_input_prints_no_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.json"
+    result = subprocess.run([sys.executable, "-m", "pytest_lfm.cli", "compare", str(missing), str(missing)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"pytest-lfm compare: {missing}: no such file; pass the JSON that --lfm-report DIR " \
+                            "writes (DIR/lfm-report-<date>-<time>.json)\n"
+
+
+def test_the_overlap_is_printed() -> None:
+    text = render_markdown(compare(OLD, NEW))
+    assert "- checks in both reports: 7 (87.5% of the smaller report's 8; old 8, new 8)" in text
+
+
+def test_same_verdicts_needs_the_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = write(tmp_path / "old.json", OLD), write(tmp_path / "new.json", NEW)  # 7 of 8 ids in common
+    assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 2  # default: 90% of the smaller
+    err = capsys.readouterr().err
+    assert "7 check ids in common, 87.5% of the smaller report's 8 checks, below --min-overlap 90%" in err
+    assert cli.main(["compare", str(old), str(new), "--same-verdicts", "--min-overlap", "0.85"]) == 1  # verdicts
+    assert cli.main(["compare", str(old), str(new), "--min-overlap", "0.95"]) == 2  # given: also without
+    assert cli.main(["compare", str(old), str(new)]) == 1  # no default without --same-verdicts: the regression
+
+
+def test_no_check_in_common_is_bad_input_in_both_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dense = write(tmp_path / "dense.json", report("0.5.17", [check("t[micro-dense]", "pass")], []))
+    vl = write(tmp_path / "vl.json", report("0.5.17", [check("t[micro-vl]", "pass")], []))
+    for flags in ([], ["--same-verdicts"], ["--same-verdicts", "--min-overlap", "0.01"]):
+        assert cli.main(["compare", str(dense), str(vl), *flags]) == 2
+        captured = capsys.readouterr()
+        assert "- checks in both reports: 0 (0.0% of the smaller report's 1" in captured.out
+        assert "0 check ids in common" in captured.err and "nothing was compared" in captured.err
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "most", "nan"])
+def test_min_overlap_is_a_fraction(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["compare", "a.json", "b.json", "--min-overlap", value])
+    assert exc.value.code == 2 and "no fraction in (0, 1]" in capsys.readouterr().err
