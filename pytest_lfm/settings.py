@@ -8,6 +8,7 @@ Precedence: command line, then environment, then ini file, then the default.
 from __future__ import annotations
 
 import shlex
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,17 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
     def path(name: str) -> Path | None:
         return Path(values[name]).expanduser() if values[name] else None
 
+    report_dir = path("report")
+    if report_dir is not None:
+        # made now, so that a path that cannot hold the report stops the run before it starts, not after it ends
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=report_dir):
+                pass
+        except OSError as exc:
+            raise _fail(by_name["report"], sources["report"], str(report_dir), f"cannot hold the report ({exc})",
+                        "Pass a directory this user can create and write to, or leave the setting out (no "
+                        "report).") from None
     record_dir, replay_dir = path("record"), path("replay")
     if record_dir and replay_dir:
         raise pytest.UsageError(
@@ -200,7 +212,7 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         dtypes=dtypes,
         launch_timeout=timeout,
         gpus=gpus,
-        report_dir=path("report"),
+        report_dir=report_dir,
         record_dir=record_dir,
         replay_dir=replay_dir,
         latency_concurrency=concurrency,
