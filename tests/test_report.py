@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 from importlib.metadata import entry_points
@@ -232,3 +233,21 @@ def test_a_report_dir_is_made_at_configure_time(pytester: pytest.Pytester) -> No
     pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--lfm-report", "a/b", "--collect-only")
     assert (pytester.path / "a" / "b").is_dir()
 
+
+def test_runs_that_start_in_the_same_second_keep_both_reports(pytester: pytest.Pytester) -> None:
+    # two runs writing into one directory used to share a name with one-second resolution: the later overwrote
+    started = 1767225600.25
+    pytester.makeconftest(f"""
+def pytest_configure(config):
+    config.pluginmanager.get_plugin("lfm-report").started = {started}
+""")
+    out = pytester.path / "reports"
+    for n in (1, 2):
+        pytester.makepyfile(f"def test_run_{n}(): pass")
+        pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--lfm-report", str(out)).assert_outcomes(passed=1)
+    files = sorted(out.iterdir())
+    stem = "lfm-report-" + dt.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S")
+    assert len(files) == 4 and all(f.name.startswith(stem) for f in files), files
+    runs = {c["nodeid"].split("::")[-1] for f in files if f.suffix == ".json"
+            for c in json.loads(f.read_text())["checks"]}
+    assert runs == {"test_run_1", "test_run_2"}
