@@ -237,7 +237,10 @@ def _entry_error(path: Path, index: int, entry: Any, err: jsonschema.ValidationE
 def load_file(path: Path) -> list[ModelSpec]:
     """Parse and validate one matrix file."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MatrixError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a TOML file is UTF-8: save "
+                          "it in that encoding") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MatrixError(f"{path}: not a readable TOML file: {exc}") from None
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.path))

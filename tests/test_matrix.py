@@ -53,6 +53,19 @@ def test_malformed_matrix_names_file_entry_and_field(tmp_path: Path, toml: str, 
     assert str(info.value).startswith(str(path)) and message in str(info.value)
 
 
+def test_a_matrix_that_is_not_utf8_names_the_file(pytester: pytest.Pytester) -> None:
+    # a Latin-1 "é" in a comment, which UTF-8 decoding rejects
+    path = pytester.path / "latin1.toml"
+    path.write_bytes('# café\n[[model]]\nid = "x"\n'.encode("latin-1"))
+    with pytest.raises(MatrixError, match=r"not UTF-8 text .* at byte 5.*save it in that encoding") as info:
+        load_file(path)
+    assert str(info.value).startswith(str(path))
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "latin1.toml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-lfm: *latin1.toml: not UTF-8 text (invalid continuation byte at byte 5)*"])
+
+
 def test_malformed_matrix_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makefile(
         ".toml", bad='[[model]]\nid = "mine"\nfamily = "dense"\ncapabilities = "tools"\nchat_template = "lfm2"\n'
