@@ -7,6 +7,7 @@ Precedence: command line, then environment, then ini file, then the default.
 
 from __future__ import annotations
 
+import math
 import shlex
 import tempfile
 from collections.abc import Callable, Sequence
@@ -136,11 +137,11 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
 
     try:
         timeout = float(values["launch_timeout"])
-        if timeout <= 0:
+        if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError
     except ValueError:
         raise _fail(by_name["launch_timeout"], sources["launch_timeout"], values["launch_timeout"],
-                    "is not a positive number of seconds", "Use e.g. --lfm-launch-timeout 900.") from None
+                    "is not a positive, finite number of seconds", "Use e.g. --lfm-launch-timeout 900.") from None
 
     def count(name: str, ok: Callable[[int], bool], why: str, fix: str) -> int:
         try:

@@ -83,6 +83,11 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
     [
         (["--lfm-dtype", "fp8"], {}, "*lfm-dtype = 'fp8' (from command line --lfm-dtype) is not a dtype mode*"),
         ([], {"LFM_LAUNCH_TIMEOUT": "soon"}, "*'soon' (from environment LFM_LAUNCH_TIMEOUT) is not a positive*"),
+        (["--lfm-launch-timeout", "nan"], {},
+         "*lfm-launch-timeout = 'nan' (from command line --lfm-launch-timeout) is not a positive, finite number*"),
+        ([], {"LFM_LAUNCH_TIMEOUT": "inf"}, "*'inf' (from environment LFM_LAUNCH_TIMEOUT) is not a positive, finite*"),
+        (["--lfm-launch-timeout=-5"], {}, "*'-5' (from command line --lfm-launch-timeout) is not a positive*"),
+        ([], {"LFM_LAUNCH_TIMEOUT": "0"}, "*'0' (from environment LFM_LAUNCH_TIMEOUT) is not a positive*"),
         (["--lfm-gpu", "0,0"], {}, "*is not a list of distinct GPU indices*--lfm-gpu 0,1*"),
         (["--lfm-base-url", "localhost:3000"], {}, "*is not an http(s) URL*"),
         (["--lfm-replay", "nowhere"], {}, "*lfm-replay = 'nowhere'*is not a directory*--lfm-record*"),
