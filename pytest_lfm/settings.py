@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from pytest_lfm import hosts
+
 DTYPES = ("bfloat16", "float16")
 
 
@@ -162,11 +164,24 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
     if values["gpu"]:
         try:
             gpus = tuple(int(g) for g in listed("gpu"))
-            if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+            if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
                 raise ValueError
         except ValueError:
             raise _fail(by_name["gpu"], sources["gpu"], values["gpu"], "is not a list of distinct GPU indices",
                         "Use e.g. --lfm-gpu 0,1 (indices as nvidia-smi lists them).") from None
+        visible = [g.index for g in hosts.list_gpus()]
+        if not visible:
+            raise _fail(by_name["gpu"], sources["gpu"], values["gpu"],
+                        "names GPUs, but no GPU is visible here (nvidia-smi is missing or lists none, or "
+                        "CUDA_VISIBLE_DEVICES hides them)",
+                        "On a host without a GPU leave the setting out: the runtime suites then skip, or run "
+                        "against a server with --lfm-base-url URL or a recording with --lfm-replay DIR.")
+        hidden = [g for g in gpus if g not in visible]
+        if hidden:
+            raise _fail(by_name["gpu"], sources["gpu"], values["gpu"],
+                        "names " + ", ".join(f"GPU {g}" for g in hidden) + ", not visible here",
+                        f"Use indices of the visible GPUs ({', '.join(map(str, visible))}, as nvidia-smi numbers "
+                        "them), or leave the setting out to use all of them.")
 
     base_url = values["base_url"]
     if base_url is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pytest_lfm.settings import OPTIONS
@@ -44,9 +46,10 @@ def test_defaults(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_precedence_cli_env_ini(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, option: str, cli: str, env: str, ini: str,
-    expect: str | None,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, visible_gpus: Callable[[int], None], option: str,
+    cli: str, env: str, ini: str, expect: str | None,
 ) -> None:
+    visible_gpus(4)  # --lfm-gpu is checked against the visible GPUs
     opt = next(o for o in OPTIONS if o.name == option)
     extra = ["--lfm-model", "micro-dense"] if option == "base_url" else []
     pytester.makeini(f"[pytest]\n{opt.ini} = {ini}\n")
@@ -109,6 +112,37 @@ def test_bad_values_are_usage_errors_naming_the_source(
     result = pytester.runpytest(*args, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+@pytest.mark.parametrize(
+    ("count", "args", "env", "message"),
+    [
+        (2, ["--lfm-gpu", "99"], {}, "*lfm-gpu = ?'99'? (from command line --lfm-gpu) names GPU 99, not visible "
+         "here. Use indices of the visible GPUs (0, 1, as nvidia-smi numbers them)*"),
+        (2, [], {"LFM_GPU": "1,2,3"}, "*(from environment LFM_GPU) names GPU 2, GPU 3, not visible here*"),
+        (0, ["--lfm-gpu", "0"], {}, "*lfm-gpu = ?'0'? (from command line --lfm-gpu) names GPUs, but no GPU is "
+         "visible here*leave the setting out*"),
+        (2, ["--lfm-gpu", ""], {}, "*lfm-gpu = ?''? (from command line --lfm-gpu) is not a list of distinct GPU*"),
+    ],
+    ids=["not-visible", "env-not-visible", "no-gpu", "empty"],
+)
+def test_gpus_are_checked_against_the_visible_ones_before_the_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, visible_gpus: Callable[[int], None], count: int,
+    args: list[str], env: dict[str, str], message: str,
+) -> None:
+    # at configure time: on a host without a GPU, the run would otherwise first build a micro checkpoint (minutes)
+    visible_gpus(count)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest(*args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_visible_gpus_are_accepted(pytester: pytest.Pytester, visible_gpus: Callable[[int], None]) -> None:
+    visible_gpus(2)
+    assert "gpus=(1, 0)" in run_show(pytester, "--lfm-gpu", "1,0")
 
 
 def test_repeatable_options_accumulate(pytester: pytest.Pytester) -> None:
