@@ -100,17 +100,29 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(opt.ini, opt.help, type="string", default="")
 
 
+_QUOTING_FIX = "Quote it as a shell would, every quote closed, e.g. --served-model-name 'my model' --log-level warning."
+
+
 def _raw(config: pytest.Config, opt: Option, environ: dict[str, str]) -> tuple[Any, str]:
     cli = config.getoption(opt.ini)
     if cli not in (None, []):
         return cli, f"command line {opt.flag}"
     if environ.get(opt.env, "").strip():
-        value = environ[opt.env]
-        return (opt.split(value) if opt.multiple else value.strip()), f"environment {opt.env}"
-    ini = config.getini(opt.ini)
+        value, source = environ[opt.env], f"environment {opt.env}"
+        if not opt.multiple:
+            return value.strip(), source
+        try:
+            return opt.split(value), source
+        except ValueError as exc:  # shlex: an unclosed quote or a trailing backslash
+            raise _fail(opt, source, value, f"is not shell-quoted correctly ({exc})", _QUOTING_FIX) from None
+    source = f"{config.inipath.name if config.inipath else 'ini file'} {opt.ini}"
+    try:
+        ini = config.getini(opt.ini)
+    except (ValueError, pytest.UsageError) as exc:  # an "args" value shlex cannot split (pytest 9: a UsageError)
+        raise pytest.UsageError(f"pytest-lfm: {opt.ini} (from {source}) is not shell-quoted correctly ({exc}). "
+                                f"{_QUOTING_FIX}") from None
     if ini not in ("", [], None):
-        where = config.inipath.name if config.inipath else "ini file"
-        return (list(ini) if opt.multiple else ini.strip()), f"{where} {opt.ini}"
+        return (list(ini) if opt.multiple else ini.strip()), source
     return opt.default, "default"
 
 

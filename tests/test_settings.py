@@ -159,6 +159,24 @@ def test_env_server_args_are_shell_split(pytester: pytest.Pytester, monkeypatch:
     assert "server_args=('--mem-fraction-static', '0.5', '--log-level', 'warning')" in out
 
 
+@pytest.mark.parametrize("source", ["environment", "ini"])
+def test_badly_quoted_server_args_are_usage_errors_naming_the_variable(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str,
+) -> None:
+    quoted = "--served-model-name 'my model"
+    if source == "environment":
+        monkeypatch.setenv("LFM_SERVER_ARG", quoted)
+        message = (f"*lfm-server-arg = {quoted!r} (from environment LFM_SERVER_ARG) is not shell-quoted correctly "
+                   "(No closing quotation). Quote it as a shell would*")
+    else:
+        pytester.makeini(f"[pytest]\nlfm_server_arg = {quoted}\n")
+        message = "*lfm_server_arg (from tox.ini lfm_server_arg) is not shell-quoted correctly (No closing quotation)*"
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
 def test_readme_documents_every_setting() -> None:
     from pathlib import Path
 
