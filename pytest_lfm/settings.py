@@ -2,7 +2,7 @@
 
 Each setting ``x`` can be given as ``--lfm-x`` on the command line, ``lfm_x`` in the ini file
 (``[tool.pytest.ini_options]``, ``pytest.ini``, ``tox.ini``) or ``LFM_X`` in the environment.
-Precedence: command line, then environment, then ini file, then the default.
+Precedence: command line (``--lfm-x``, then ``-o lfm_x=...``), then environment, then ini file, then the default.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def _raw(config: pytest.Config, opt: Option, environ: dict[str, str]) -> tuple[A
     cli = config.getoption(opt.ini)
     if cli not in (None, []):
         return cli, f"command line {opt.flag}"
-    if environ.get(opt.env, "").strip():
+    # -o lfm_x=... is given on the command line: it ranks above the environment (and, empty, clears the setting)
+    overridden = any(o.split("=", 1)[0] == opt.ini for o in config.getoption("override_ini") or [])
+    if not overridden and environ.get(opt.env, "").strip():
         value, source = environ[opt.env], f"environment {opt.env}"
         if not opt.multiple:
             return value.strip(), source
@@ -115,7 +117,8 @@ def _raw(config: pytest.Config, opt: Option, environ: dict[str, str]) -> tuple[A
             return opt.split(value), source
         except ValueError as exc:  # shlex: an unclosed quote or a trailing backslash
             raise _fail(opt, source, value, f"is not shell-quoted correctly ({exc})", _QUOTING_FIX) from None
-    source = f"{config.inipath.name if config.inipath else 'ini file'} {opt.ini}"
+    source = (f"command line -o {opt.ini}" if overridden
+              else f"{config.inipath.name if config.inipath else 'ini file'} {opt.ini}")
     try:
         ini = config.getini(opt.ini)
     except (ValueError, pytest.UsageError) as exc:  # an "args" value shlex cannot split (pytest 9: a UsageError)

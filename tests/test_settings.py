@@ -67,6 +67,20 @@ def test_precedence_cli_env_ini(
         assert expect.format(ini) in out, out
 
 
+def test_an_ini_override_on_the_command_line_is_credited_to_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nlfm_dtype = "bfloat16"\nlfm_latency_concurrency = "4"\n')
+    monkeypatch.setenv("LFM_DTYPE", "both")
+    out = run_show(pytester, "-o", "lfm_dtype=float16", "-o", "lfm_latency_concurrency=")
+    assert "dtypes=('float16',)" in out and "'dtype': 'command line -o lfm_dtype'" in out, out
+    # an empty -o value clears the ini file's value: the default applies
+    assert "latency_concurrency=8" in out and "'latency_concurrency': 'default'" in out, out
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-o", "lfm_dtype=float16", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*dtype: float16 (command line -o lfm_dtype)*"])
+
+
 def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LFM_DTYPE", "both")
     pytester.makepyfile("def test_x(): pass")
