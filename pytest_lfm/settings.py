@@ -146,6 +146,12 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         return [p.strip() for item in raw for p in (item.split(",") if name != "server_arg" else [item])
                 if p.strip()]
 
+    models = tuple(listed("model"))
+    if not models and sources["model"] != "default":
+        raise _fail(by_name["model"], sources["model"], values["model"], "names no model",
+                    "Pass a matrix id, a family (dense, moe, vl), micro or all, or leave the setting out for the "
+                    "micro checkpoints.")
+
     dtype = str(values["dtype"]).strip().lower()
     if dtype not in (*DTYPES, "both"):
         raise _fail(by_name["dtype"], sources["dtype"], values["dtype"], "is not a dtype mode",
@@ -236,7 +242,7 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
                         "Pass the path of a TOML model matrix (see matrices/models.toml for the format).")
 
     return Settings(
-        models=tuple(listed("model")) or ("micro",),
+        models=models or ("micro",),
         matrix_paths=matrix_paths,
         base_url=base_url,
         server_args=tuple(listed("server_arg")),

@@ -115,6 +115,8 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
          "*unknown model 'LiquidAI/LFM2-1T' (from command line --lfm-model). Known ids: micro-dense*"
          "--lfm-matrix FILE*"),
         (["--lfm-base-url", "http://x:1"], {}, "*tests one running server*names 3 models*"),
+        (["--lfm-model", ""], {}, "*lfm-model = ?''? (from command line --lfm-model) names no model. Pass a*"),
+        ([], {"LFM_MODEL": " , "}, "*(from environment LFM_MODEL) names no model*"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_source(
