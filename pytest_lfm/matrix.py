@@ -205,16 +205,26 @@ class Matrix:
             elif sel in FAMILIES:
                 hits = [m for m in self.models if m.family == sel and not m.micro]
             else:
-                model = self.get(sel) or self.get(f"micro-{sel}") or self._by_short_name(sel)
+                short = self._by_short_name(sel)
+                model = self.get(sel) or self.get(f"micro-{sel}") or (short[0] if len(short) == 1 else None)
                 if model is None:
                     raise KeyError(sel)
                 hits = [model]
             chosen += [m for m in hits if m not in chosen]
         return chosen
 
-    def _by_short_name(self, name: str) -> ModelSpec | None:
-        hits = [m for m in self.models if m.id.split("/")[-1] == name]
-        return hits[0] if len(hits) == 1 else None
+    def _by_short_name(self, name: str) -> list[ModelSpec]:
+        return [m for m in self.models if m.id.split("/")[-1] == name]
+
+    def selection_error(self, selector: str, source: str) -> str:
+        """Why ``selector`` (from ``source``) selects no model, and the fix: the message for select()'s KeyError."""
+        same = [m.id for m in self._by_short_name(selector)]
+        if len(same) > 1:
+            return (f"model {selector!r} (from {source}) is ambiguous: it is the short name of {', '.join(same)}. "
+                    "Pass the full id of the one to qualify.")
+        return (f"unknown model {selector!r} (from {source}). Known ids: {', '.join(self.ids())}; selectors: "
+                f"{', '.join(FAMILIES)}, micro, all. To add a model, write a [[model]] entry (see "
+                "matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.")
 
 
 def builtin_matrix_files() -> list[Path]:

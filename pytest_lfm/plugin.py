@@ -90,9 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         selected = matrix.select(settings.models)
     except KeyError as exc:
         raise pytest.UsageError(
-            f"pytest-lfm: unknown model {exc.args[0]!r} (from {settings.sources['model']}). Known ids: "
-            f"{', '.join(matrix.ids())}; selectors: dense, moe, vl, micro, all. To add a model, write a "
-            "[[model]] entry (see matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.") from None
+            f"pytest-lfm: {matrix.selection_error(exc.args[0], settings.sources['model'])}") from None
     if settings.base_url and len(selected) != 1:
         raise pytest.UsageError(
             f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "

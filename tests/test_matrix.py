@@ -217,3 +217,32 @@ def test_tools(lfm_server): pass
         assert len(configs) == 8 and len(blocks) == len(set(blocks)) == 6, configs
         assert [b.split("---")[0] for b in blocks[:2]] == ["micro-dense", "micro-moe"], blocks
         assert all("float16" in b or "low-latency" in b for b in blocks[2:]), blocks
+
+
+TWINS = """
+[[model]]
+id = "org-a/LFM2-350M-ft"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "org-b/LFM2-350M-ft"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+"""
+
+
+def test_a_short_name_of_two_models_is_ambiguous_not_unknown(pytester: pytest.Pytester) -> None:
+    path = pytester.makefile(".toml", twins=TWINS)
+    matrix = load_matrix([path])
+    with pytest.raises(KeyError):
+        matrix.select(["LFM2-350M-ft"])
+    assert [m.id for m in matrix.select(["org-b/LFM2-350M-ft"])] == ["org-b/LFM2-350M-ft"]
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "twins.toml", "--lfm-model", "LFM2-350M-ft", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-lfm: model 'LFM2-350M-ft' (from command line --lfm-model) is ambiguous: "
+                                 "it is the short name of org-a/LFM2-350M-ft, org-b/LFM2-350M-ft. Pass the full id*"])
+
