@@ -183,10 +183,20 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A matrix entry that a later one with the same id replaced: the id, the replaced entry's file, the new one's."""
+
+    id: str
+    replaced: str
+    by: str
+
+
+@dataclass(frozen=True)
 class Matrix:
-    """All known models, in file order; later files replace entries with the same id."""
+    """All known models, in file order; a later entry replaces an earlier one with the same id (see ``overrides``)."""
 
     models: tuple[ModelSpec, ...]
+    overrides: tuple[Override, ...] = ()
 
     def ids(self) -> list[str]:
         return [m.id for m in self.models]
@@ -225,6 +235,10 @@ class Matrix:
         return (f"unknown model {selector!r} (from {source}). Known ids: {', '.join(self.ids())}; selectors: "
                 f"{', '.join(FAMILIES)}, micro, all. To add a model, write a [[model]] entry (see "
                 "matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.")
+
+    def describe_overrides(self) -> list[str]:
+        """Report-header lines, one per entry a later one with the same id replaced; [] when no id repeats."""
+        return [f"pytest-lfm matrix: {o.id} from {o.by} replaces the one from {o.replaced}" for o in self.overrides]
 
 
 def builtin_matrix_files() -> list[Path]:
@@ -279,9 +293,12 @@ def load_file(path: Path) -> list[ModelSpec]:
 
 
 def load_matrix(extra: Sequence[Path] = ()) -> Matrix:
-    """The built-in matrix plus ``extra`` files; an entry with a known id replaces the earlier one."""
+    """The built-in matrix plus ``extra`` files; an entry with a known id replaces the earlier one, in its place."""
     by_id: dict[str, ModelSpec] = {}
+    overrides: list[Override] = []
     for path in [*builtin_matrix_files(), *extra]:
         for spec in load_file(path):
+            if spec.id in by_id:
+                overrides.append(Override(spec.id, by_id[spec.id].source, spec.source))
             by_id[spec.id] = spec
-    return Matrix(tuple(by_id.values()))
+    return Matrix(tuple(by_id.values()), tuple(overrides))

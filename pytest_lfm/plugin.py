@@ -132,6 +132,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         "pytest-lfm settings (value, source):",
         *describe(settings),
         f"pytest-lfm models: {', '.join(m.id for m in config.stash[SELECTED])}",
+        *config.stash[MATRIX].describe_overrides(),
         f"pytest-lfm runtime: {'; '.join(versions)}; GPUs: {gpu_line}",
     ]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_lfm.matrix import LaunchConfig, MatrixError, load_file, load_matrix
+from pytest_lfm.matrix import LaunchConfig, MatrixError, Override, builtin_matrix_files, load_file, load_matrix
 
 REAL = {
     "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
@@ -246,3 +246,41 @@ def test_a_short_name_of_two_models_is_ambiguous_not_unknown(pytester: pytest.Py
     result.stderr.fnmatch_lines(["*pytest-lfm: model 'LFM2-350M-ft' (from command line --lfm-model) is ambiguous: "
                                  "it is the short name of org-a/LFM2-350M-ft, org-b/LFM2-350M-ft. Pass the full id*"])
 
+
+REDEFINED = """
+[[model]]
+id = "micro-dense"
+family = "dense"
+micro = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "mine"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "mine"
+family = "dense"
+capabilities = ["chat", "tools"]
+chat_template = "lfm2"
+"""
+
+
+def test_a_repeated_id_overrides_the_earlier_entry_and_says_so(pytester: pytest.Pytester) -> None:
+    path = pytester.makefile(".toml", redefined=REDEFINED)
+    matrix = load_matrix([path])
+    builtin = next(p for p in builtin_matrix_files() if p.name == "micro.toml")
+    assert matrix.overrides == (Override("micro-dense", str(builtin), str(path)),
+                                Override("mine", str(path), str(path)))
+    assert matrix.get("micro-dense").capabilities == {"chat"}  # type: ignore[union-attr]
+    assert matrix.get("mine").capabilities == {"chat", "tools"}  # type: ignore[union-attr]
+    assert matrix.ids()[:3] == ["micro-dense", "micro-moe", "micro-vl"]  # the new entry takes the old one's place
+    assert load_matrix().overrides == ()
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "redefined.toml", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["pytest-lfm models: micro-dense, micro-moe, micro-vl",
+                                 f"pytest-lfm matrix: micro-dense from redefined.toml replaces the one from {builtin}",
+                                 "pytest-lfm matrix: mine from redefined.toml replaces the one from redefined.toml"])
