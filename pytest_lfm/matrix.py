@@ -189,10 +189,20 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
+class Override:
+    """A matrix entry that a later one with the same id replaced: the id, the replaced entry's file, the new one's."""
+
+    id: str
+    replaced: str
+    by: str
+
+
+@dataclass(frozen=True)
 class Matrix:
-    """All known models, in file order; later files replace entries with the same id."""
+    """All known models, in file order; a later entry replaces an earlier one with the same id (see ``overrides``)."""
 
     models: tuple[ModelSpec, ...]
+    overrides: tuple[Override, ...] = ()
 
     def ids(self) -> list[str]:
         return [m.id for m in self.models]
@@ -211,16 +221,30 @@ class Matrix:
             elif sel in FAMILIES:
                 hits = [m for m in self.models if m.family == sel and not m.micro]
             else:
-                model = self.get(sel) or self.get(f"micro-{sel}") or self._by_short_name(sel)
+                short = self._by_short_name(sel)
+                model = self.get(sel) or self.get(f"micro-{sel}") or (short[0] if len(short) == 1 else None)
                 if model is None:
                     raise KeyError(sel)
                 hits = [model]
             chosen += [m for m in hits if m not in chosen]
         return chosen
 
-    def _by_short_name(self, name: str) -> ModelSpec | None:
-        hits = [m for m in self.models if m.id.split("/")[-1] == name]
-        return hits[0] if len(hits) == 1 else None
+    def _by_short_name(self, name: str) -> list[ModelSpec]:
+        return [m for m in self.models if m.id.split("/")[-1] == name]
+
+    def selection_error(self, selector: str, source: str) -> str:
+        """Why ``selector`` (from ``source``) selects no model, and the fix: the message for select()'s KeyError."""
+        same = [m.id for m in self._by_short_name(selector)]
+        if len(same) > 1:
+            return (f"model {selector!r} (from {source}) is ambiguous: it is the short name of {', '.join(same)}. "
+                    "Pass the full id of the one to qualify.")
+        return (f"unknown model {selector!r} (from {source}). Known ids: {', '.join(self.ids())}; selectors: "
+                f"{', '.join(FAMILIES)}, micro, all. To add a model, write a [[model]] entry (see "
+                "matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.")
+
+    def describe_overrides(self) -> list[str]:
+        """Report-header lines, one per entry a later one with the same id replaced; [] when no id repeats."""
+        return [f"pytest-lfm matrix: {o.id} from {o.by} replaces the one from {o.replaced}" for o in self.overrides]
 
 
 def builtin_matrix_files() -> list[Path]:
@@ -243,7 +267,10 @@ def _entry_error(path: Path, index: int, entry: Any, err: jsonschema.ValidationE
 def load_file(path: Path) -> list[ModelSpec]:
     """Parse and validate one matrix file."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MatrixError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a TOML file is UTF-8: save "
+                          "it in that encoding") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MatrixError(f"{path}: not a readable TOML file: {exc}") from None
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.path))
@@ -272,9 +299,12 @@ def load_file(path: Path) -> list[ModelSpec]:
 
 
 def load_matrix(extra: Sequence[Path] = ()) -> Matrix:
-    """The built-in matrix plus ``extra`` files; an entry with a known id replaces the earlier one."""
+    """The built-in matrix plus ``extra`` files; an entry with a known id replaces the earlier one, in its place."""
     by_id: dict[str, ModelSpec] = {}
+    overrides: list[Override] = []
     for path in [*builtin_matrix_files(), *extra]:
         for spec in load_file(path):
+            if spec.id in by_id:
+                overrides.append(Override(spec.id, by_id[spec.id].source, spec.source))
             by_id[spec.id] = spec
-    return Matrix(tuple(by_id.values()))
+    return Matrix(tuple(by_id.values()), tuple(overrides))

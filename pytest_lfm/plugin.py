@@ -94,9 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
         selected = matrix.select(settings.models)
     except KeyError as exc:
         raise pytest.UsageError(
-            f"pytest-lfm: unknown model {exc.args[0]!r} (from {settings.sources['model']}). Known ids: "
-            f"{', '.join(matrix.ids())}; selectors: dense, moe, vl, micro, all. To add a model, write a "
-            "[[model]] entry (see matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.") from None
+            f"pytest-lfm: {matrix.selection_error(exc.args[0], settings.sources['model'])}") from None
     if settings.base_url and len(selected) != 1:
         raise pytest.UsageError(
             f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "
@@ -188,6 +186,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         "pytest-lfm settings (value, source):",
         *describe(settings),
         f"pytest-lfm models: {', '.join(m.id for m in config.stash[SELECTED])}",
+        *config.stash[MATRIX].describe_overrides(),
         f"pytest-lfm runtime: {'; '.join(versions)}; GPUs: {gpu_line}",
     ]
 

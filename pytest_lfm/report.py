@@ -248,9 +248,9 @@ class Report:
         report_dir = self.config.stash[SETTINGS].report_dir
         if report_dir is None or not self.checks:  # nothing ran (e.g. --collect-only): no report
             return
-        report_dir.mkdir(parents=True, exist_ok=True)
-        stem = "lfm-report-" + dt.datetime.fromtimestamp(self.started).strftime("%Y%m%d-%H%M%S")
-        json_path, md_path = report_dir / f"{stem}.json", report_dir / f"{stem}.md"
+        report_dir.mkdir(parents=True, exist_ok=True)  # checked at configure time; made again if removed since
+        json_path, md_path = _claim(report_dir, "lfm-report-" + dt.datetime.fromtimestamp(self.started).strftime(
+            "%Y%m%d-%H%M%S-%f"))
         json_path.write_text(json.dumps(data, indent=2) + "\n")
         md_path.write_text(render_markdown(data))
         self.paths = [json_path, md_path]
@@ -286,6 +286,25 @@ class Report:
             terminalreporter.write_line(line)
         for path in self.paths:
             terminalreporter.write_line(f"report: {path}")
+
+
+def _claim(directory: Path, stem: str) -> tuple[Path, Path]:
+    """A JSON and a Markdown path in ``directory`` named ``stem`` (else ``stem-2``, ``stem-3``, ...) that no other
+    run holds: both files are created exclusively, so runs that start at the same moment never overwrite each other."""
+    name, n = stem, 1
+    while True:
+        json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+        try:
+            json_path.touch(exist_ok=False)
+            try:
+                md_path.touch(exist_ok=False)
+            except FileExistsError:
+                json_path.unlink()
+                raise
+            return json_path, md_path
+        except FileExistsError:
+            n += 1
+            name = f"{stem}-{n}"
 
 
 def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:

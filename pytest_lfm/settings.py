@@ -2,18 +2,22 @@
 
 Each setting ``x`` can be given as ``--lfm-x`` on the command line, ``lfm_x`` in the ini file
 (``[tool.pytest.ini_options]``, ``pytest.ini``, ``tox.ini``) or ``LFM_X`` in the environment.
-Precedence: command line, then environment, then ini file, then the default.
+Precedence: command line (``--lfm-x``, then ``-o lfm_x=...``), then environment, then ini file, then the default.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_lfm import hosts
 
 DTYPES = ("bfloat16", "float16")
 LEVELS = ("full", "quick")
@@ -100,17 +104,32 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(opt.ini, opt.help, type="string", default="")
 
 
+_QUOTING_FIX = "Quote it as a shell would, every quote closed, e.g. --served-model-name 'my model' --log-level warning."
+
+
 def _raw(config: pytest.Config, opt: Option, environ: dict[str, str]) -> tuple[Any, str]:
     cli = config.getoption(opt.ini)
     if cli not in (None, []):
         return cli, f"command line {opt.flag}"
-    if environ.get(opt.env, "").strip():
-        value = environ[opt.env]
-        return (opt.split(value) if opt.multiple else value.strip()), f"environment {opt.env}"
-    ini = config.getini(opt.ini)
+    # -o lfm_x=... is given on the command line: it ranks above the environment (and, empty, clears the setting)
+    overridden = any(o.split("=", 1)[0] == opt.ini for o in config.getoption("override_ini") or [])
+    if not overridden and environ.get(opt.env, "").strip():
+        value, source = environ[opt.env], f"environment {opt.env}"
+        if not opt.multiple:
+            return value.strip(), source
+        try:
+            return opt.split(value), source
+        except ValueError as exc:  # shlex: an unclosed quote or a trailing backslash
+            raise _fail(opt, source, value, f"is not shell-quoted correctly ({exc})", _QUOTING_FIX) from None
+    source = (f"command line -o {opt.ini}" if overridden
+              else f"{config.inipath.name if config.inipath else 'ini file'} {opt.ini}")
+    try:
+        ini = config.getini(opt.ini)
+    except (ValueError, pytest.UsageError) as exc:  # an "args" value shlex cannot split (pytest 9: a UsageError)
+        raise pytest.UsageError(f"pytest-lfm: {opt.ini} (from {source}) is not shell-quoted correctly ({exc}). "
+                                f"{_QUOTING_FIX}") from None
     if ini not in ("", [], None):
-        where = config.inipath.name if config.inipath else "ini file"
-        return (list(ini) if opt.multiple else ini.strip()), f"{where} {opt.ini}"
+        return (list(ini) if opt.multiple else ini.strip()), source
     return opt.default, "default"
 
 
@@ -131,6 +150,12 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         return [p.strip() for item in raw for p in (item.split(",") if name != "server_arg" else [item])
                 if p.strip()]
 
+    models = tuple(listed("model"))
+    if not models and sources["model"] != "default":
+        raise _fail(by_name["model"], sources["model"], values["model"], "names no model",
+                    "Pass a matrix id, a family (dense, moe, vl), micro or all, or leave the setting out for the "
+                    "micro checkpoints.")
+
     dtype = str(values["dtype"]).strip().lower()
     if dtype not in (*DTYPES, "both"):
         raise _fail(by_name["dtype"], sources["dtype"], values["dtype"], "is not a dtype mode",
@@ -143,11 +168,11 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
 
     try:
         timeout = float(values["launch_timeout"])
-        if timeout <= 0:
+        if not math.isfinite(timeout) or timeout <= 0:
             raise ValueError
     except ValueError:
         raise _fail(by_name["launch_timeout"], sources["launch_timeout"], values["launch_timeout"],
-                    "is not a positive number of seconds", "Use e.g. --lfm-launch-timeout 900.") from None
+                    "is not a positive, finite number of seconds", "Use e.g. --lfm-launch-timeout 900.") from None
 
     def count(name: str, ok: Callable[[int], bool], why: str, fix: str) -> int:
         try:
@@ -168,11 +193,24 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
     if values["gpu"]:
         try:
             gpus = tuple(int(g) for g in listed("gpu"))
-            if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+            if not gpus or any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
                 raise ValueError
         except ValueError:
             raise _fail(by_name["gpu"], sources["gpu"], values["gpu"], "is not a list of distinct GPU indices",
                         "Use e.g. --lfm-gpu 0,1 (indices as nvidia-smi lists them).") from None
+        visible = [g.index for g in hosts.list_gpus()]
+        if not visible:
+            raise _fail(by_name["gpu"], sources["gpu"], values["gpu"],
+                        "names GPUs, but no GPU is visible here (nvidia-smi is missing or lists none, or "
+                        "CUDA_VISIBLE_DEVICES hides them)",
+                        "On a host without a GPU leave the setting out: the runtime suites then skip, or run "
+                        "against a server with --lfm-base-url URL or a recording with --lfm-replay DIR.")
+        hidden = [g for g in gpus if g not in visible]
+        if hidden:
+            raise _fail(by_name["gpu"], sources["gpu"], values["gpu"],
+                        "names " + ", ".join(f"GPU {g}" for g in hidden) + ", not visible here",
+                        f"Use indices of the visible GPUs ({', '.join(map(str, visible))}, as nvidia-smi numbers "
+                        "them), or leave the setting out to use all of them.")
 
     base_url = values["base_url"]
     if base_url is not None:
@@ -186,6 +224,17 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
     def path(name: str) -> Path | None:
         return Path(values[name]).expanduser() if values[name] else None
 
+    report_dir = path("report")
+    if report_dir is not None:
+        # made now, so that a path that cannot hold the report stops the run before it starts, not after it ends
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=report_dir):
+                pass
+        except OSError as exc:
+            raise _fail(by_name["report"], sources["report"], str(report_dir), f"cannot hold the report ({exc})",
+                        "Pass a directory this user can create and write to, or leave the setting out (no "
+                        "report).") from None
     record_dir, replay_dir = path("record"), path("replay")
     if record_dir and replay_dir:
         raise pytest.UsageError(
@@ -201,14 +250,14 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
                         "Pass the path of a TOML model matrix (see matrices/models.toml for the format).")
 
     return Settings(
-        models=tuple(listed("model")) or ("micro",),
+        models=models or ("micro",),
         matrix_paths=matrix_paths,
         base_url=base_url,
         server_args=tuple(listed("server_arg")),
         dtypes=dtypes,
         launch_timeout=timeout,
         gpus=gpus,
-        report_dir=path("report"),
+        report_dir=report_dir,
         record_dir=record_dir,
         replay_dir=replay_dir,
         latency_concurrency=concurrency,

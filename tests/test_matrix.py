@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_lfm.matrix import LaunchConfig, MatrixError, load_file, load_matrix
+from pytest_lfm.matrix import LaunchConfig, MatrixError, Override, builtin_matrix_files, load_file, load_matrix
 
 REAL = {
     "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
@@ -51,6 +51,19 @@ def test_malformed_matrix_names_file_entry_and_field(tmp_path: Path, toml: str, 
     with pytest.raises(MatrixError) as info:
         load_file(path)
     assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+def test_a_matrix_that_is_not_utf8_names_the_file(pytester: pytest.Pytester) -> None:
+    # a Latin-1 "é" in a comment, which UTF-8 decoding rejects
+    path = pytester.path / "latin1.toml"
+    path.write_bytes('# café\n[[model]]\nid = "x"\n'.encode("latin-1"))
+    with pytest.raises(MatrixError, match=r"not UTF-8 text .* at byte 5.*save it in that encoding") as info:
+        load_file(path)
+    assert str(info.value).startswith(str(path))
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "latin1.toml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-lfm: *latin1.toml: not UTF-8 text (invalid continuation byte at byte 5)*"])
 
 
 def test_malformed_matrix_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -204,3 +217,70 @@ def test_tools(lfm_server): pass
         assert len(configs) == 8 and len(blocks) == len(set(blocks)) == 6, configs
         assert [b.split("---")[0] for b in blocks[:2]] == ["micro-dense", "micro-moe"], blocks
         assert all("float16" in b or "low-latency" in b for b in blocks[2:]), blocks
+
+
+TWINS = """
+[[model]]
+id = "org-a/LFM2-350M-ft"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "org-b/LFM2-350M-ft"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+"""
+
+
+def test_a_short_name_of_two_models_is_ambiguous_not_unknown(pytester: pytest.Pytester) -> None:
+    path = pytester.makefile(".toml", twins=TWINS)
+    matrix = load_matrix([path])
+    with pytest.raises(KeyError):
+        matrix.select(["LFM2-350M-ft"])
+    assert [m.id for m in matrix.select(["org-b/LFM2-350M-ft"])] == ["org-b/LFM2-350M-ft"]
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "twins.toml", "--lfm-model", "LFM2-350M-ft", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-lfm: model 'LFM2-350M-ft' (from command line --lfm-model) is ambiguous: "
+                                 "it is the short name of org-a/LFM2-350M-ft, org-b/LFM2-350M-ft. Pass the full id*"])
+
+
+REDEFINED = """
+[[model]]
+id = "micro-dense"
+family = "dense"
+micro = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "mine"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+
+[[model]]
+id = "mine"
+family = "dense"
+capabilities = ["chat", "tools"]
+chat_template = "lfm2"
+"""
+
+
+def test_a_repeated_id_overrides_the_earlier_entry_and_says_so(pytester: pytest.Pytester) -> None:
+    path = pytester.makefile(".toml", redefined=REDEFINED)
+    matrix = load_matrix([path])
+    builtin = next(p for p in builtin_matrix_files() if p.name == "micro.toml")
+    assert matrix.overrides == (Override("micro-dense", str(builtin), str(path)),
+                                Override("mine", str(path), str(path)))
+    assert matrix.get("micro-dense").capabilities == {"chat"}  # type: ignore[union-attr]
+    assert matrix.get("mine").capabilities == {"chat", "tools"}  # type: ignore[union-attr]
+    assert matrix.ids()[:3] == ["micro-dense", "micro-moe", "micro-vl"]  # the new entry takes the old one's place
+    assert load_matrix().overrides == ()
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "redefined.toml", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["pytest-lfm models: micro-dense, micro-moe, micro-vl",
+                                 f"pytest-lfm matrix: micro-dense from redefined.toml replaces the one from {builtin}",
+                                 "pytest-lfm matrix: mine from redefined.toml replaces the one from redefined.toml"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 from importlib.metadata import entry_points
@@ -208,3 +209,45 @@ def test_a_test_interrupted_after_its_setup_is_not_reported_as_passed(pytester: 
     assert checks["test_first"]["status"] == "pass"
     assert (checks["test_stopped"]["status"], checks["test_stopped"]["reason"]) == (
         "fail", "not finished: the run was interrupted before this test ran")
+
+
+@pytest.mark.parametrize("source", ["command line --lfm-report", "environment LFM_REPORT"])
+def test_a_report_dir_that_cannot_be_made_stops_the_run_before_it_starts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str,
+) -> None:
+    # a file where the directory should be: the run used to pass, then end in a traceback and exit 1
+    pytester.makefile("", blocker="not a directory")
+    pytester.makepyfile("def test_x(): pass")
+    args = ["--lfm-report", "blocker/reports"] if source.startswith("command line") else []
+    if not args:
+        monkeypatch.setenv("LFM_REPORT", "blocker/reports")
+    result = pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*lfm-report = 'blocker/reports' (from {source}) cannot hold the report (*"
+                                 "Pass a directory this user can create and write to*"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_a_report_dir_is_made_at_configure_time(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--lfm-report", "a/b", "--collect-only")
+    assert (pytester.path / "a" / "b").is_dir()
+
+
+def test_runs_that_start_in_the_same_second_keep_both_reports(pytester: pytest.Pytester) -> None:
+    # two runs writing into one directory used to share a name with one-second resolution: the later overwrote
+    started = 1767225600.25
+    pytester.makeconftest(f"""
+def pytest_configure(config):
+    config.pluginmanager.get_plugin("lfm-report").started = {started}
+""")
+    out = pytester.path / "reports"
+    for n in (1, 2):
+        pytester.makepyfile(f"def test_run_{n}(): pass")
+        pytester.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "--lfm-report", str(out)).assert_outcomes(passed=1)
+    files = sorted(out.iterdir())
+    stem = "lfm-report-" + dt.datetime.fromtimestamp(started).strftime("%Y%m%d-%H%M%S")
+    assert len(files) == 4 and all(f.name.startswith(stem) for f in files), files
+    runs = {c["nodeid"].split("::")[-1] for f in files if f.suffix == ".json"
+            for c in json.loads(f.read_text())["checks"]}
+    assert runs == {"test_run_1", "test_run_2"}

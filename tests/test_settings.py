@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pytest_lfm.settings import OPTIONS
@@ -44,9 +46,10 @@ def test_defaults(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_precedence_cli_env_ini(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, option: str, cli: str, env: str, ini: str,
-    expect: str | None,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, visible_gpus: Callable[[int], None], option: str,
+    cli: str, env: str, ini: str, expect: str | None,
 ) -> None:
+    visible_gpus(4)  # --lfm-gpu is checked against the visible GPUs
     opt = next(o for o in OPTIONS if o.name == option)
     extra = ["--lfm-model", "micro-dense"] if option == "base_url" else []
     pytester.makeini(f"[pytest]\n{opt.ini} = {ini}\n")
@@ -62,6 +65,20 @@ def test_precedence_cli_env_ini(
     assert f"'{option}': 'tox.ini {opt.ini}'" in out, out
     if expect:
         assert expect.format(ini) in out, out
+
+
+def test_an_ini_override_on_the_command_line_is_credited_to_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nlfm_dtype = "bfloat16"\nlfm_latency_concurrency = "4"\n')
+    monkeypatch.setenv("LFM_DTYPE", "both")
+    out = run_show(pytester, "-o", "lfm_dtype=float16", "-o", "lfm_latency_concurrency=")
+    assert "dtypes=('float16',)" in out and "'dtype': 'command line -o lfm_dtype'" in out, out
+    # an empty -o value clears the ini file's value: the default applies
+    assert "latency_concurrency=8" in out and "'latency_concurrency': 'default'" in out, out
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-o", "lfm_dtype=float16", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*dtype: float16 (command line -o lfm_dtype)*"])
 
 
 def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,6 +100,11 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
     [
         (["--lfm-dtype", "fp8"], {}, "*lfm-dtype = 'fp8' (from command line --lfm-dtype) is not a dtype mode*"),
         ([], {"LFM_LAUNCH_TIMEOUT": "soon"}, "*'soon' (from environment LFM_LAUNCH_TIMEOUT) is not a positive*"),
+        (["--lfm-launch-timeout", "nan"], {},
+         "*lfm-launch-timeout = 'nan' (from command line --lfm-launch-timeout) is not a positive, finite number*"),
+        ([], {"LFM_LAUNCH_TIMEOUT": "inf"}, "*'inf' (from environment LFM_LAUNCH_TIMEOUT) is not a positive, finite*"),
+        (["--lfm-launch-timeout=-5"], {}, "*'-5' (from command line --lfm-launch-timeout) is not a positive*"),
+        ([], {"LFM_LAUNCH_TIMEOUT": "0"}, "*'0' (from environment LFM_LAUNCH_TIMEOUT) is not a positive*"),
         (["--lfm-gpu", "0,0"], {}, "*is not a list of distinct GPU indices*--lfm-gpu 0,1*"),
         (["--lfm-base-url", "localhost:3000"], {}, "*is not an http(s) URL*"),
         (["--lfm-replay", "nowhere"], {}, "*lfm-replay = 'nowhere'*is not a directory*--lfm-record*"),
@@ -93,6 +115,8 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
          "*unknown model 'LiquidAI/LFM2-1T' (from command line --lfm-model). Known ids: micro-dense*"
          "--lfm-matrix FILE*"),
         (["--lfm-base-url", "http://x:1"], {}, "*tests one running server*names 3 models*"),
+        (["--lfm-model", ""], {}, "*lfm-model = ?''? (from command line --lfm-model) names no model. Pass a*"),
+        ([], {"LFM_MODEL": " , "}, "*(from environment LFM_MODEL) names no model*"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_source(
@@ -104,6 +128,37 @@ def test_bad_values_are_usage_errors_naming_the_source(
     result = pytester.runpytest(*args, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+@pytest.mark.parametrize(
+    ("count", "args", "env", "message"),
+    [
+        (2, ["--lfm-gpu", "99"], {}, "*lfm-gpu = ?'99'? (from command line --lfm-gpu) names GPU 99, not visible "
+         "here. Use indices of the visible GPUs (0, 1, as nvidia-smi numbers them)*"),
+        (2, [], {"LFM_GPU": "1,2,3"}, "*(from environment LFM_GPU) names GPU 2, GPU 3, not visible here*"),
+        (0, ["--lfm-gpu", "0"], {}, "*lfm-gpu = ?'0'? (from command line --lfm-gpu) names GPUs, but no GPU is "
+         "visible here*leave the setting out*"),
+        (2, ["--lfm-gpu", ""], {}, "*lfm-gpu = ?''? (from command line --lfm-gpu) is not a list of distinct GPU*"),
+    ],
+    ids=["not-visible", "env-not-visible", "no-gpu", "empty"],
+)
+def test_gpus_are_checked_against_the_visible_ones_before_the_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, visible_gpus: Callable[[int], None], count: int,
+    args: list[str], env: dict[str, str], message: str,
+) -> None:
+    # at configure time: on a host without a GPU, the run would otherwise first build a micro checkpoint (minutes)
+    visible_gpus(count)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest(*args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_visible_gpus_are_accepted(pytester: pytest.Pytester, visible_gpus: Callable[[int], None]) -> None:
+    visible_gpus(2)
+    assert "gpus=(1, 0)" in run_show(pytester, "--lfm-gpu", "1,0")
 
 
 def test_repeatable_options_accumulate(pytester: pytest.Pytester) -> None:
@@ -118,6 +173,24 @@ def test_env_server_args_are_shell_split(pytester: pytest.Pytester, monkeypatch:
     monkeypatch.setenv("LFM_SERVER_ARG", "--mem-fraction-static 0.5 --log-level 'warning'")
     out = run_show(pytester)
     assert "server_args=('--mem-fraction-static', '0.5', '--log-level', 'warning')" in out
+
+
+@pytest.mark.parametrize("source", ["environment", "ini"])
+def test_badly_quoted_server_args_are_usage_errors_naming_the_variable(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str,
+) -> None:
+    quoted = "--served-model-name 'my model"
+    if source == "environment":
+        monkeypatch.setenv("LFM_SERVER_ARG", quoted)
+        message = (f"*lfm-server-arg = {quoted!r} (from environment LFM_SERVER_ARG) is not shell-quoted correctly "
+                   "(No closing quotation). Quote it as a shell would*")
+    else:
+        pytester.makeini(f"[pytest]\nlfm_server_arg = {quoted}\n")
+        message = "*lfm_server_arg (from tox.ini lfm_server_arg) is not shell-quoted correctly (No closing quotation)*"
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
 
 
 def test_readme_documents_every_setting() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,12 @@ def test_{name}(lfm_launch, n):
 
 
 @pytest.fixture
-def outside_xdist(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inner runs must not inherit this run's worker variables (CI runs these tests under xdist)."""
+def outside_xdist(monkeypatch: pytest.MonkeyPatch, visible_gpus: Callable[[int], None]) -> None:
+    """The inner runs must not inherit this run's worker variables (CI runs these tests under xdist); they see eight
+    GPUs (--lfm-gpu is checked against the visible ones), also on a host without one."""
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    visible_gpus(8)
 
 
 @pytest.mark.usefixtures("outside_xdist")
