@@ -331,7 +331,7 @@ def lfm_live_server(
     In replay, a test the recording has no exchange of did not run when it was made: it is skipped, not failed
     (a recorded test that sends a request the recording lacks still fails)."""
     replaying = isinstance(lfm_server, ReplayServer) and lfm_recording is not None
-    if replaying and request.node.nodeid not in lfm_recording.recorded_tests():  # type: ignore[union-attr]
+    if replaying and not lfm_recording.has_test(request.node.nodeid):  # type: ignore[union-attr]
         pytest.skip(f"not in the recording {lfm_recording.root}: this test did not run when it was made "  # type: ignore[union-attr]
                     "(re-record on a GPU host with --lfm-record)")
     server = lfm_server

@@ -3,9 +3,10 @@
 Recording sits at the httpx transport of the clients the fixtures build (``lfm_client``, ``lfm_async_client``,
 ``lfm_http``). Each exchange is saved with its request (method, path, query, canonical JSON body), the response's
 status, content type and body, and a streamed (SSE) body event by event, in order, with each event's arrival time.
-Replay answers the same requests from the saved exchanges, matched on (test node id, method, path, query, body
-digest, occurrence), so identical requests made again or concurrently in one test get their answers in the order
-they were recorded.
+Replay answers the same requests from the saved exchanges, matched on (test, method, path, query, body digest,
+occurrence), so identical requests made again or concurrently in one test get their answers in the order they were
+recorded. A test is keyed by its node id without the ``@<group>`` suffix xdist gives it under ``-n``
+(:func:`node_key`): a recording made with or without ``-n`` replays with or without it.
 
 Layout under the recording directory ``DIR``::
 
@@ -56,6 +57,15 @@ class RecordingError(RuntimeError):
 
 class UnrecordedRequest(Failed):
     """Replay got a request the recording does not hold; fails the test (and passes through client retries)."""
+
+
+# the "@<group>" that xdist's --dist loadgroup appends to a node id: an "@" that no "[", "]" or ":" follows
+_XDIST_GROUP = re.compile(r"@[^\[\]:]*$")
+
+
+def node_key(nodeid: str) -> str:
+    """The key of test ``nodeid`` in a recording: its node id without xdist's ``@<group>`` suffix."""
+    return _XDIST_GROUP.sub("", nodeid)
 
 
 def _sha(data: bytes | str) -> str:
@@ -481,7 +491,9 @@ def read_exchanges(root: Path, *, latest_only: bool = True) -> list[Exchange]:
                         data = json.loads("".join(parts[i] for i in range(data["n"])))
                     else:
                         continue
-                exchanges.append(Exchange.from_json(data))
+                exchange = Exchange.from_json(data)
+                exchange.node = node_key(exchange.node)  # stored ids key the same, with or without the suffix
+                exchanges.append(exchange)
             except (ValueError, TypeError, KeyError) as exc:
                 raise RecordingError(f"{path}:{number}: not a recorded exchange ({exc})") from None
     if pieces:
@@ -603,7 +615,8 @@ class Store:
     # ---------------------------------------------------------------- record
 
     def begin(self, node: str, method: str, path: str, query: str, content: bytes) -> Exchange:
-        """A new exchange for a request ``node`` is sending (its occurrence counted at send time)."""
+        """A new exchange for a request that test ``node`` is sending (its occurrence counted at send time)."""
+        node = node_key(node)
         digest, stored = canonical_body(content)
         with self._lock:
             occurrence = self._counts[(node, method, path, query, digest)]
@@ -636,7 +649,8 @@ class Store:
     # ---------------------------------------------------------------- replay
 
     def lookup(self, node: str, method: str, path: str, query: str, content: bytes) -> Exchange:
-        """The recorded answer to this request, the next one of its identical requests in this test."""
+        """The recorded answer to this request of test ``node``, the next one of its identical requests in it."""
+        node = node_key(node)
         digest, stored = canonical_body(content)
         with self._lock:
             occurrence = self._counts[(node, method, path, query, digest)]
@@ -648,12 +662,16 @@ class Store:
         return found
 
     def recorded_tests(self) -> set[str]:
-        """Replay: the node ids of the tests the recording holds exchanges for."""
+        """Replay: the keys (:func:`node_key`) of the tests the recording holds exchanges for."""
         return {ex.node for ex in self._index.values()}
+
+    def has_test(self, nodeid: str) -> bool:
+        """Replay: whether the recording holds exchanges of test ``nodeid`` (with or without xdist's suffix)."""
+        return node_key(nodeid) in self.recorded_tests()
 
     def unused(self, nodes: Iterable[str] | None = None) -> list[Exchange]:
         """Replay: recorded exchanges (of ``nodes``, default all) that no request asked for so far."""
-        wanted = None if nodes is None else set(nodes)
+        wanted = None if nodes is None else {node_key(n) for n in nodes}
         return [ex for key, ex in self._index.items()
                 if key not in self._served and (wanted is None or ex.node in wanted)]
 
