@@ -15,6 +15,11 @@ Layout under the recording directory ``DIR``::
 
 Re-recording some tests appends their exchanges; replay (and compaction when a recording session closes) keeps,
 for each test, only the exchanges of the latest session that recorded it.
+
+What a replay lacks fails unless ``--lfm-replay-missing skip``: a recording directory that holds none of the
+selected models' own configurations stops the run (:func:`unreplayable`), and a test the recording has no exchange
+of runs and fails at its first request (:class:`UnrecordedRequest`). A configuration the recording does not hold
+while it holds another (a model, a dtype or a variant that was not selected when it was made) is skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from typing import Any, Literal
 import httpx
 from _pytest.outcomes import Failed
 from filelock import FileLock
+
+from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.settings import Settings
 
 Mode = Literal["record", "replay"]
 FORMAT = 1
@@ -682,8 +690,11 @@ class Store:
         lines = [f"pytest-lfm replay: test {node} sent {target} (body sha256 {digest}, occurrence {occurrence}), "
                  f"which the recording in {self.root} does not hold."]
         if not same:
-            lines.append("The recording has no exchange for this test at all (a new test, or a test id that changed).")
+            cause = ("The recording has no exchange for this test at all: a new or renamed test, a test the recording "
+                     "run did not select, or a recording file that is missing. Pass --lfm-replay-missing skip to "
+                     "skip the tests a recording lacks, or")
         else:
+            cause = "The test, its prompts or the script changed since the recording. To fix this,"
             identical = sum(1 for ex in same if ex.key[1:5] == (method, path, query, digest))
             lines.append(f"The recording has {len(same)} exchanges for this test, {identical} of them identical "
                          f"to this request (it was sent {occurrence + 1} times now).")
@@ -692,8 +703,8 @@ class Store:
                 lines.append(f"Closest recorded {target} differs in: {closest}.")
         shown = json.dumps(body, ensure_ascii=False)
         lines.append(f"Request body: {shown[:600]}{' ...' if len(shown) > 600 else ''}")
-        lines.append("The test, its prompts or the script changed since the recording. To fix this, re-record on a "
-                     f"GPU host: pytest '{node}' --lfm-model {self.model_id} --lfm-record {self.root.parent}")
+        lines.append(f"{cause} re-record on a GPU host: pytest '{node}' --lfm-model {self.model_id} --lfm-record "
+                     f"{self.root.parent}")
         return "\n".join(lines)
 
 
@@ -721,6 +732,23 @@ def open_store(directory: Path | str, model_id: str, mode: Mode, *, pace: bool =
     if mode not in ("record", "replay"):
         raise ValueError(f"mode must be 'record' or 'replay', got {mode!r}")
     return Store(Path(directory) / store_id(model_id), mode, model_id=model_id, pace=pace)
+
+
+def unreplayable(settings: Settings, models: Sequence[ModelSpec]) -> str | None:
+    """Why ``settings.replay_dir`` cannot answer any test of ``models``: it holds no recording of their own runtime
+    configurations (each model in each selected dtype); None when it holds one, or under --lfm-replay-missing skip."""
+    directory = settings.replay_dir
+    if directory is None or settings.replay_missing == "skip":
+        return None
+    wanted = [LaunchConfig(m, dtype, "default", settings.server_args).id for m in models for dtype in settings.dtypes]
+    if any((directory / store_id(launch_id)).is_dir() for launch_id in wanted):
+        return None
+    held = sorted(p.name for p in directory.iterdir() if (p / "meta.json").is_file())
+    holds = f"recordings of {', '.join(held)}" if held else "no recording (no <configuration>/meta.json)"
+    return (f"pytest-lfm: --lfm-replay {directory} holds {holds}, none of the selected configurations "
+            f"({', '.join(wanted)}): the replay would test nothing. Select what it holds (--lfm-model, --lfm-dtype "
+            "and --lfm-server-arg as recorded), point --lfm-replay at the directory --lfm-record wrote, record these "
+            f"configurations on a GPU host with --lfm-record {directory}, or pass --lfm-replay-missing skip.")
 
 
 def stale_micro_recording(store: Store, micro_name: str) -> str | None:

@@ -488,6 +488,8 @@ def test_live_tests_are_deselected_in_replay_and_run_otherwise(pytester: pytest.
         def test_answered_from_the_recording():
             pass
     """)
+    store = open_store(tmp_path, "micro-dense", "record")
+    store.write_meta(sglang_version="0.5.17", launch_args=[], served_model="m")
     replayed = pytester.runpytest("-p", "no:cacheprovider", "--lfm-replay", str(tmp_path))
     replayed.assert_outcomes(passed=1, deselected=1)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
@@ -531,6 +533,13 @@ def test_chat(lfm_client, lfm_model_name, prompt):
 
 def test_sends_nothing_to_this_model(lfm_client):
     pytest.skip("nothing to ask this model")
+"""
+
+STREAMED = """
+def test_stream(lfm_client, lfm_model_name):
+    stream = lfm_client.chat.completions.create(
+        model=lfm_model_name, messages=[{"role": "user", "content": "s"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream).startswith("answer ")
 """
 
 XDIST = ("-n", "2")
@@ -579,3 +588,48 @@ def test_node_key_drops_only_the_xdist_group_suffix() -> None:
     for unchanged in ("t.py::test_x[a@b]", "runs@host/t.py::test_x", "t.py::test_x[micro-dense]"):
         assert node_key(unchanged) == unchanged
 
+
+def test_a_replay_fails_the_tests_its_recording_lacks(pytester: pytest.Pytester, sglang_url: str) -> None:
+    pytester.makepyfile(test_served=SERVED, test_streamed=STREAMED)
+    _lfm(pytester, "--lfm-base-url", sglang_url, "--lfm-record", "rec").assert_outcomes(passed=3, skipped=1)
+    (pytester.path / "rec" / "micro-dense" / "test_streamed.jsonl").unlink()
+    pytester.makepyfile(test_served=SERVED.replace('"two"', '"three"'))  # test_chat[micro-dense-two], renamed
+
+    replayed = _lfm(pytester, "--lfm-replay", "rec", *XDIST)
+    replayed.assert_outcomes(passed=1, failed=2, skipped=1)  # the test that sends nothing keeps its own verdict
+    replayed.stdout.fnmatch_lines_random([
+        "*FAILED test_served.py::test_chat[[]micro-dense-three[]]*", "*FAILED test_streamed.py::test_stream*",
+        "*no exchange for this test at all*--lfm-replay-missing skip*"])
+    assert replayed.ret == pytest.ExitCode.TESTS_FAILED
+
+    skipped = _lfm(pytester, "--lfm-replay", "rec", "--lfm-replay-missing", "skip", *XDIST)
+    skipped.assert_outcomes(passed=1, skipped=3)
+
+
+def test_a_replay_of_none_of_the_selected_configurations_stops_the_run(pytester: pytest.Pytester,
+                                                                        tmp_path: Path) -> None:
+    pytester.makepyfile(test_served=SERVED)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    stopped = _lfm(pytester, "--lfm-replay", str(empty), *XDIST)
+    assert stopped.ret == pytest.ExitCode.USAGE_ERROR
+    stopped.stderr.fnmatch_lines([f"*--lfm-replay {empty} holds no recording*(micro-dense)*--lfm-record {empty}*"
+                                  "--lfm-replay-missing skip*"])
+
+    store = open_store(tmp_path / "other", "micro-moe", "record")
+    store.write_meta(sglang_version="0.5.17", launch_args=[], served_model="m")
+    other = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay",
+                               str(tmp_path / "other"))
+    assert other.ret == pytest.ExitCode.USAGE_ERROR
+    other.stderr.fnmatch_lines(["*holds recordings of micro-moe, none of the selected configurations (micro-dense)*"])
+    told = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay", str(empty),
+                              "--lfm-replay-missing", "skip")
+    told.assert_outcomes(skipped=3)
+
+
+def test_replay_missing_takes_fail_or_skip(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lfm-replay", str(tmp_path), "--lfm-replay-missing", "warn")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*lfm-replay-missing = 'warn' (from command line --lfm-replay-missing) is not fail "
+                                 "or skip. Use fail (the default) or skip.*"])
