@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts, latency, plan, report
+from pytest_lfm import hosts, latency, plan, recording, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
@@ -100,6 +100,8 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "
             f"({', '.join(settings.models)}) names {len(selected)} models. Pass --lfm-model with the id of the "
             "model that server serves.")
+    if problem := recording.unreplayable(settings, selected):
+        raise pytest.UsageError(problem)
     config.stash[SETTINGS], config.stash[MATRIX], config.stash[SELECTED] = settings, matrix, selected
     config.stash[POOL] = None
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
@@ -477,10 +479,11 @@ def lfm_live_server(
 ) -> SglangServer | ExternalServer | ReplayServer:
     """``lfm_server``, checked to be alive: a local server's process (free), a server someone else started once.
 
-    In replay, a test the recording has no exchange of did not run when it was made: it is skipped, not failed
-    (a recorded test that sends a request the recording lacks still fails)."""
+    In replay, a test the recording has no exchange of runs, and fails at its first request (one that sends none,
+    e.g. a test skipping a model, keeps its verdict); under --lfm-replay-missing skip it is skipped here."""
     replaying = isinstance(lfm_server, ReplayServer) and lfm_recording is not None
-    if replaying and request.node.nodeid not in lfm_recording.recorded_tests():  # type: ignore[union-attr]
+    if (replaying and request.config.stash[SETTINGS].replay_missing == "skip"
+            and not lfm_recording.has_test(request.node.nodeid)):  # type: ignore[union-attr]
         pytest.skip(f"not in the recording {lfm_recording.root}: this test did not run when it was made "  # type: ignore[union-attr]
                     "(re-record on a GPU host with --lfm-record)")
     lfm_server.check_alive()

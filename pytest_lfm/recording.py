@@ -3,9 +3,10 @@
 Recording sits at the httpx transport of the clients the fixtures build (``lfm_client``, ``lfm_async_client``,
 ``lfm_http``). Each exchange is saved with its request (method, path, query, canonical JSON body), the response's
 status, content type and body, and a streamed (SSE) body event by event, in order, with each event's arrival time.
-Replay answers the same requests from the saved exchanges, matched on (test node id, method, path, query, body
-digest, occurrence), so identical requests made again or concurrently in one test get their answers in the order
-they were recorded.
+Replay answers the same requests from the saved exchanges, matched on (test, method, path, query, body digest,
+occurrence), so identical requests made again or concurrently in one test get their answers in the order they were
+recorded. A test is keyed by its node id without the ``@<group>`` suffix xdist gives it under ``-n``
+(:func:`node_key`): a recording made with or without ``-n`` replays with or without it.
 
 Layout under the recording directory ``DIR``::
 
@@ -14,6 +15,11 @@ Layout under the recording directory ``DIR``::
 
 Re-recording some tests appends their exchanges; replay (and compaction when a recording session closes) keeps,
 for each test, only the exchanges of the latest session that recorded it.
+
+What a replay lacks fails unless ``--lfm-replay-missing skip``: a recording directory that holds none of the
+selected models' own configurations stops the run (:func:`unreplayable`), and a test the recording has no exchange
+of runs and fails at its first request (:class:`UnrecordedRequest`). A configuration the recording does not hold
+while it holds another (a model, a dtype or a variant that was not selected when it was made) is skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ import httpx
 from _pytest.outcomes import Failed
 from filelock import FileLock
 
+from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.settings import Settings
+
 Mode = Literal["record", "replay"]
 FORMAT = 1
 MAX_FILE_BYTES = 1_000_000
@@ -56,6 +65,15 @@ class RecordingError(RuntimeError):
 
 class UnrecordedRequest(Failed):
     """Replay got a request the recording does not hold; fails the test (and passes through client retries)."""
+
+
+# the "@<group>" that xdist's --dist loadgroup appends to a node id: an "@" that no "[", "]" or ":" follows
+_XDIST_GROUP = re.compile(r"@[^\[\]:]*$")
+
+
+def node_key(nodeid: str) -> str:
+    """The key of test ``nodeid`` in a recording: its node id without xdist's ``@<group>`` suffix."""
+    return _XDIST_GROUP.sub("", nodeid)
 
 
 def _sha(data: bytes | str) -> str:
@@ -481,7 +499,9 @@ def read_exchanges(root: Path, *, latest_only: bool = True) -> list[Exchange]:
                         data = json.loads("".join(parts[i] for i in range(data["n"])))
                     else:
                         continue
-                exchanges.append(Exchange.from_json(data))
+                exchange = Exchange.from_json(data)
+                exchange.node = node_key(exchange.node)  # stored ids key the same, with or without the suffix
+                exchanges.append(exchange)
             except (ValueError, TypeError, KeyError) as exc:
                 raise RecordingError(f"{path}:{number}: not a recorded exchange ({exc})") from None
     if pieces:
@@ -603,7 +623,8 @@ class Store:
     # ---------------------------------------------------------------- record
 
     def begin(self, node: str, method: str, path: str, query: str, content: bytes) -> Exchange:
-        """A new exchange for a request ``node`` is sending (its occurrence counted at send time)."""
+        """A new exchange for a request that test ``node`` is sending (its occurrence counted at send time)."""
+        node = node_key(node)
         digest, stored = canonical_body(content)
         with self._lock:
             occurrence = self._counts[(node, method, path, query, digest)]
@@ -636,7 +657,8 @@ class Store:
     # ---------------------------------------------------------------- replay
 
     def lookup(self, node: str, method: str, path: str, query: str, content: bytes) -> Exchange:
-        """The recorded answer to this request, the next one of its identical requests in this test."""
+        """The recorded answer to this request of test ``node``, the next one of its identical requests in it."""
+        node = node_key(node)
         digest, stored = canonical_body(content)
         with self._lock:
             occurrence = self._counts[(node, method, path, query, digest)]
@@ -648,12 +670,16 @@ class Store:
         return found
 
     def recorded_tests(self) -> set[str]:
-        """Replay: the node ids of the tests the recording holds exchanges for."""
+        """Replay: the keys (:func:`node_key`) of the tests the recording holds exchanges for."""
         return {ex.node for ex in self._index.values()}
+
+    def has_test(self, nodeid: str) -> bool:
+        """Replay: whether the recording holds exchanges of test ``nodeid`` (with or without xdist's suffix)."""
+        return node_key(nodeid) in self.recorded_tests()
 
     def unused(self, nodes: Iterable[str] | None = None) -> list[Exchange]:
         """Replay: recorded exchanges (of ``nodes``, default all) that no request asked for so far."""
-        wanted = None if nodes is None else set(nodes)
+        wanted = None if nodes is None else {node_key(n) for n in nodes}
         return [ex for key, ex in self._index.items()
                 if key not in self._served and (wanted is None or ex.node in wanted)]
 
@@ -664,8 +690,11 @@ class Store:
         lines = [f"pytest-lfm replay: test {node} sent {target} (body sha256 {digest}, occurrence {occurrence}), "
                  f"which the recording in {self.root} does not hold."]
         if not same:
-            lines.append("The recording has no exchange for this test at all (a new test, or a test id that changed).")
+            cause = ("The recording has no exchange for this test at all: a new or renamed test, a test the recording "
+                     "run did not select, or a recording file that is missing. Pass --lfm-replay-missing skip to "
+                     "skip the tests a recording lacks, or")
         else:
+            cause = "The test, its prompts or the script changed since the recording. To fix this,"
             identical = sum(1 for ex in same if ex.key[1:5] == (method, path, query, digest))
             lines.append(f"The recording has {len(same)} exchanges for this test, {identical} of them identical "
                          f"to this request (it was sent {occurrence + 1} times now).")
@@ -674,8 +703,8 @@ class Store:
                 lines.append(f"Closest recorded {target} differs in: {closest}.")
         shown = json.dumps(body, ensure_ascii=False)
         lines.append(f"Request body: {shown[:600]}{' ...' if len(shown) > 600 else ''}")
-        lines.append("The test, its prompts or the script changed since the recording. To fix this, re-record on a "
-                     f"GPU host: pytest '{node}' --lfm-model {self.model_id} --lfm-record {self.root.parent}")
+        lines.append(f"{cause} re-record on a GPU host: pytest '{node}' --lfm-model {self.model_id} --lfm-record "
+                     f"{self.root.parent}")
         return "\n".join(lines)
 
 
@@ -703,6 +732,23 @@ def open_store(directory: Path | str, model_id: str, mode: Mode, *, pace: bool =
     if mode not in ("record", "replay"):
         raise ValueError(f"mode must be 'record' or 'replay', got {mode!r}")
     return Store(Path(directory) / store_id(model_id), mode, model_id=model_id, pace=pace)
+
+
+def unreplayable(settings: Settings, models: Sequence[ModelSpec]) -> str | None:
+    """Why ``settings.replay_dir`` cannot answer any test of ``models``: it holds no recording of their own runtime
+    configurations (each model in each selected dtype); None when it holds one, or under --lfm-replay-missing skip."""
+    directory = settings.replay_dir
+    if directory is None or settings.replay_missing == "skip":
+        return None
+    wanted = [LaunchConfig(m, dtype, "default", settings.server_args).id for m in models for dtype in settings.dtypes]
+    if any((directory / store_id(launch_id)).is_dir() for launch_id in wanted):
+        return None
+    held = sorted(p.name for p in directory.iterdir() if (p / "meta.json").is_file())
+    holds = f"recordings of {', '.join(held)}" if held else "no recording (no <configuration>/meta.json)"
+    return (f"pytest-lfm: --lfm-replay {directory} holds {holds}, none of the selected configurations "
+            f"({', '.join(wanted)}): the replay would test nothing. Select what it holds (--lfm-model, --lfm-dtype "
+            "and --lfm-server-arg as recorded), point --lfm-replay at the directory --lfm-record wrote, record these "
+            f"configurations on a GPU host with --lfm-record {directory}, or pass --lfm-replay-missing skip.")
 
 
 def stale_micro_recording(store: Store, micro_name: str) -> str | None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from pytest_lfm.recording import node_key
+
 NOTE_PREFIX = "lfm:"
 SCHEMA_VERSION = 1
 STATUSES = ("fail", "xpass", "xfail", "skip", "pass")
@@ -141,9 +143,10 @@ class Report:
                 note(item, "model", launch.model.id)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        check = self.checks.setdefault(report.nodeid, Check(report.nodeid))
+        nodeid = node_key(report.nodeid)  # the same check with or without -n (xdist's "@<group>" suffix)
+        check = self.checks.setdefault(nodeid, Check(nodeid))
         if report.when == "call":
-            self.called.add(report.nodeid)
+            self.called.add(nodeid)
         check.duration_s = round(check.duration_s + report.duration, 3)
         check.notes.update(notes_of(report.user_properties))
         decided = verdict(report)

@@ -63,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", "directory for the qualification report (JSON + Markdown)", "DIR"),
     Option("record", "record every HTTP exchange with the servers into DIR", "DIR"),
     Option("replay", "answer the suites' requests from a recording in DIR (no server, no GPU)", "DIR"),
+    Option("replay_missing", "under --lfm-replay, fail or skip the tests the recording lacks", "MODE",
+           default="fail"),
     Option("latency_concurrency", "concurrency of the latency suite's second load level", "N", default="8"),
     Option("fidelity_rounds", "alternated rounds of the fidelity check against sglang.bench_serving (even)", "N",
            default="4"),
@@ -85,6 +87,7 @@ class Settings:
     report_dir: Path | None = None
     record_dir: Path | None = None
     replay_dir: Path | None = None
+    replay_missing: str = "fail"
     latency_concurrency: int = 8
     fidelity_rounds: int = 4
     level: str = "full"
@@ -243,6 +246,10 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
     if replay_dir and not replay_dir.is_dir():
         raise _fail(by_name["replay"], sources["replay"], str(replay_dir), "is not a directory",
                     "Point it at a recording made with --lfm-record DIR.")
+    replay_missing = str(values["replay_missing"]).strip().lower()
+    if replay_missing not in ("fail", "skip"):
+        raise _fail(by_name["replay_missing"], sources["replay_missing"], values["replay_missing"],
+                    "is not fail or skip", "Use fail (the default) or skip.")
     matrix_paths = tuple(Path(p).expanduser() for p in listed("matrix"))
     for p in matrix_paths:
         if not p.is_file():
@@ -260,6 +267,7 @@ def resolve(config: pytest.Config, environ: dict[str, str]) -> Settings:
         report_dir=report_dir,
         record_dir=record_dir,
         replay_dir=replay_dir,
+        replay_missing=replay_missing,
         latency_concurrency=concurrency,
         fidelity_rounds=fidelity_rounds,
         level=level,

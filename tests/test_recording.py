@@ -20,13 +20,16 @@ from PIL import Image
 
 from pytest_lfm.recording import (
     REPLAY_BASE_URL,
+    Exchange,
     RecordingError,
     ReplayServer,
     Store,
     UnrecordedRequest,
     canonical_body,
+    node_key,
     open_store,
     read_exchanges,
+    write_exchanges,
 )
 
 NODE = "conformance/test_demo.py::test_demo[micro-dense-bfloat16]"
@@ -485,6 +488,148 @@ def test_live_tests_are_deselected_in_replay_and_run_otherwise(pytester: pytest.
         def test_answered_from_the_recording():
             pass
     """)
+    store = open_store(tmp_path, "micro-dense", "record")
+    store.write_meta(sglang_version="0.5.17", launch_args=[], served_model="m")
     replayed = pytester.runpytest("-p", "no:cacheprovider", "--lfm-replay", str(tmp_path))
     replayed.assert_outcomes(passed=1, deselected=1)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+class _SglangHandler(_Handler):
+    """Enough of sglang for the plugin's --lfm-base-url: health, server info and micro-dense's served path."""
+
+    def do_GET(self) -> None:
+        from pytest_lfm import micro
+
+        if self.path in ("/health", "/health_generate"):
+            self._send(200, {})
+        elif self.path == "/get_server_info":
+            self._send(200, {"version": "0.5.17"})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": str(micro.checkpoint_dir("dense"))}]})
+        else:
+            super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def sglang_url() -> Iterator[str]:
+    server = _Server(("127.0.0.1", 0), _SglangHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+SERVED = """
+import pytest
+
+
+@pytest.mark.parametrize("prompt", ["one", "two"])
+def test_chat(lfm_client, lfm_model_name, prompt):
+    reply = lfm_client.chat.completions.create(model=lfm_model_name, messages=[{"role": "user", "content": prompt}])
+    assert reply.choices[0].message.content.startswith("answer ")
+
+
+def test_sends_nothing_to_this_model(lfm_client):
+    pytest.skip("nothing to ask this model")
+"""
+
+STREAMED = """
+def test_stream(lfm_client, lfm_model_name):
+    stream = lfm_client.chat.completions.create(
+        model=lfm_model_name, messages=[{"role": "user", "content": "s"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream).startswith("answer ")
+"""
+
+XDIST = ("-n", "2")
+
+
+def _lfm(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """The plugin on micro-dense, in a process of its own (xdist workers start there)."""
+    pytester.makeini("[pytest]\n")  # the root of the node ids (with the recordings below it, as in a checkout)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--lfm-model", "micro-dense", *args)
+
+
+def test_recordings_made_with_or_without_xdist_replay_with_or_without_it(
+    pytester: pytest.Pytester, sglang_url: str,
+) -> None:
+    pytester.makepyfile(test_served=SERVED)
+    expected = {"test_served.py::test_chat[micro-dense-one]", "test_served.py::test_chat[micro-dense-two]"}
+    for made, xdist in (("serial", ()), ("xdist", XDIST)):
+        recorded = _lfm(pytester, "--lfm-base-url", sglang_url, "--lfm-record", made, *xdist)
+        recorded.assert_outcomes(passed=2, skipped=1)
+        assert {ex.node for ex in read_exchanges(pytester.path / made / "micro-dense")} == expected, made
+    for made in ("serial", "xdist"):
+        for xdist in ((), XDIST):
+            report = pytester.path / f"report-{made}-{len(xdist)}"
+            replayed = _lfm(pytester, "--lfm-replay", made, "--lfm-report", str(report), *xdist)
+            replayed.assert_outcomes(passed=2, skipped=1)
+            checks = json.loads(next(report.glob("*.json")).read_text())["checks"]
+            assert {c["nodeid"] for c in checks} == {*expected, "test_served.py::test_sends_nothing_to_this_model"
+                                                     "[micro-dense]"}, (made, xdist)
+
+
+def test_a_recording_made_under_xdist_by_node_ids_with_its_suffix_replays_without_it(tmp_path: Path) -> None:
+    suffixed = f"{NODE}@micro-dense"
+    exchange = Exchange(suffixed, 0, "GET", "/v1/models", "", canonical_body(b"")[0], 0, status=200,
+                        body={"data": []}, run="r1")
+    write_exchanges(tmp_path / "micro-dense-bfloat16", [exchange])
+    replay = open_store(tmp_path, "micro-dense-bfloat16", "replay")
+    assert replay.recorded_tests() == {NODE} and replay.has_test(NODE) and replay.has_test(suffixed)
+    with httpx.Client(base_url=REPLAY_BASE_URL, transport=replay.transport(NODE)) as client:
+        assert client.get("/v1/models").json() == {"data": []}
+
+
+def test_node_key_drops_only_the_xdist_group_suffix() -> None:
+    assert node_key("conformance/test_chat.py::test_x[micro-dense-a]@micro-dense") == (
+        "conformance/test_chat.py::test_x[micro-dense-a]")
+    assert node_key("t.py::test_x@micro-dense_micro-moe") == "t.py::test_x"
+    for unchanged in ("t.py::test_x[a@b]", "runs@host/t.py::test_x", "t.py::test_x[micro-dense]"):
+        assert node_key(unchanged) == unchanged
+
+
+def test_a_replay_fails_the_tests_its_recording_lacks(pytester: pytest.Pytester, sglang_url: str) -> None:
+    pytester.makepyfile(test_served=SERVED, test_streamed=STREAMED)
+    _lfm(pytester, "--lfm-base-url", sglang_url, "--lfm-record", "rec").assert_outcomes(passed=3, skipped=1)
+    (pytester.path / "rec" / "micro-dense" / "test_streamed.jsonl").unlink()
+    pytester.makepyfile(test_served=SERVED.replace('"two"', '"three"'))  # test_chat[micro-dense-two], renamed
+
+    replayed = _lfm(pytester, "--lfm-replay", "rec", *XDIST)
+    replayed.assert_outcomes(passed=1, failed=2, skipped=1)  # the test that sends nothing keeps its own verdict
+    replayed.stdout.fnmatch_lines_random([
+        "*FAILED test_served.py::test_chat[[]micro-dense-three[]]*", "*FAILED test_streamed.py::test_stream*",
+        "*no exchange for this test at all*--lfm-replay-missing skip*"])
+    assert replayed.ret == pytest.ExitCode.TESTS_FAILED
+
+    skipped = _lfm(pytester, "--lfm-replay", "rec", "--lfm-replay-missing", "skip", *XDIST)
+    skipped.assert_outcomes(passed=1, skipped=3)
+
+
+def test_a_replay_of_none_of_the_selected_configurations_stops_the_run(pytester: pytest.Pytester,
+                                                                        tmp_path: Path) -> None:
+    pytester.makepyfile(test_served=SERVED)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    stopped = _lfm(pytester, "--lfm-replay", str(empty), *XDIST)
+    assert stopped.ret == pytest.ExitCode.USAGE_ERROR
+    stopped.stderr.fnmatch_lines([f"*--lfm-replay {empty} holds no recording*(micro-dense)*--lfm-record {empty}*"
+                                  "--lfm-replay-missing skip*"])
+
+    store = open_store(tmp_path / "other", "micro-moe", "record")
+    store.write_meta(sglang_version="0.5.17", launch_args=[], served_model="m")
+    other = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay",
+                               str(tmp_path / "other"))
+    assert other.ret == pytest.ExitCode.USAGE_ERROR
+    other.stderr.fnmatch_lines(["*holds recordings of micro-moe, none of the selected configurations (micro-dense)*"])
+    told = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay", str(empty),
+                              "--lfm-replay-missing", "skip")
+    told.assert_outcomes(skipped=3)
+
+
+def test_replay_missing_takes_fail_or_skip(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lfm-replay", str(tmp_path), "--lfm-replay-missing", "warn")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*lfm-replay-missing = 'warn' (from command line --lfm-replay-missing) is not fail "
+                                 "or skip. Use fail (the default) or skip.*"])
