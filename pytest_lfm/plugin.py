@@ -491,13 +491,16 @@ def lfm_live_server(
 
 
 @pytest.fixture
-def lfm_quiet(request: pytest.FixtureRequest, lfm_runtime_pool: RuntimePool | None) -> Iterator[dict[str, Any]]:
-    """For a test that measures time or memory: no other runtime of this worker starts or serves while it runs.
-    What else was alive (idle) is noted in the report beside the figure."""
-    if lfm_runtime_pool is None:
+def lfm_quiet(
+    request: pytest.FixtureRequest, lfm_runtime_pool: RuntimePool | None,
+    lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+) -> Iterator[dict[str, Any]]:
+    """For a test that measures time or memory on the server under test: no other runtime of this worker starts
+    or runs while it does (the others are paused). What was paused is noted in the report beside the figure."""
+    if lfm_runtime_pool is None or not isinstance(lfm_live_server, SglangServer):
         yield {"starting": None, "alive": None, "note": "not launched here: what else runs is not known"}
         return
-    with lfm_runtime_pool.quiet() as context:
+    with lfm_runtime_pool.quiet(lfm_live_server) as context:
         report.note(request, "quiet", context)
         yield context
 

@@ -339,8 +339,9 @@ def conditions(quiet: Any) -> str:
     if not isinstance(quiet, dict) or quiet.get("alive") is None:
         return "not known (runtime not launched here)"
     shared = "; GPU shared with other xdist workers" if quiet.get("workers_share_gpus") else ""
-    others = [name for name in quiet["alive"] if name]
-    return f"alone: nothing starting, {len(others) - 1 if others else 0} other runtime(s) idle{shared}"
+    paused, running = quiet.get("paused") or [], quiet["alive"]
+    alone = "alone" if not running else f"beside {', '.join(running)} (not pausable)"
+    return f"{alone}: nothing starting, {len(paused)} other runtime(s) paused{shared}"
 
 
 def fidelity_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:

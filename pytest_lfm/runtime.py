@@ -24,6 +24,8 @@ Runtime = SglangServer | SglangEngine
 USABLE_SHARE = 0.85
 """Of a GPU's memory, what the runtimes may hold together: sglang keeps the rest free for its activations."""
 PROGRESS_EVERY = 15.0
+BACKGROUND_NICENESS = 10
+"""CPU priority of a start no test waits for yet: it takes the cores the starts that tests wait for leave idle."""
 _BUILD_LOCK = threading.Lock()  # micro training seeds torch's global RNG: one build at a time keeps it deterministic
 
 
@@ -63,6 +65,7 @@ class _Entry:
     need_mib: int | None
     planned: bool
     state: str = "idle"  # idle -> starting -> ready -> stopped | failed
+    urgent: bool = False  # a test waits for it: full CPU priority
     runtime: Runtime | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -146,6 +149,9 @@ class RuntimePool:
         if entry.state == "failed":
             assert entry.error is not None
             raise entry.error
+        entry.urgent = True
+        if isinstance(entry.runtime, SglangServer):
+            entry.runtime.prioritize()
         self.prefetch()
         waited = time.monotonic()
         try:
@@ -228,9 +234,7 @@ class RuntimePool:
                 return
             waiting = [e for e in self._entries.values() if e.planned and e.state == "idle" and e.kind == "server"
                        and e.remaining and (self.active_models is None or e.config.model.id in self.active_models)]
-            # the next one the tests need first, then the slow starts, then plan order (sorted is stable)
-            waiting = waiting[:1] + sorted(waiting[1:], key=lambda e: e.config.profile == "default")
-            for entry in waiting:
+            for entry in waiting:  # in plan order: the order the tests will need them
                 starting = sum(1 for e in self._entries.values() if e.state == "starting" and e.record.background)
                 if starting >= self.max_starting:
                     break
@@ -303,7 +307,8 @@ class RuntimePool:
                 server = SglangServer(
                     model_path, config.server_args(), env=config.environment(), gpus=entry.record.gpus,
                     launch_timeout=self.launch_timeout, log_dir=self.log_dir, command=self.server_command,
-                    name=config.id.replace("/", "_").replace(" ", "_"), log=self.log)
+                    name=config.id.replace("/", "_").replace(" ", "_"), log=self.log,
+                    niceness=0 if entry.urgent else BACKGROUND_NICENESS)
                 server.launch()
                 entry.runtime = server
         except BaseException as exc:
@@ -379,20 +384,32 @@ class RuntimePool:
         thread.start()
 
     @contextlib.contextmanager
-    def quiet(self) -> Iterator[dict[str, Any]]:
-        """For a test that measures time or memory: wait until no runtime is starting, start none meanwhile, and
-        say which others are alive (idle: the test is the only one sending requests)."""
+    def quiet(self, serving: Runtime | None = None) -> Iterator[dict[str, Any]]:
+        """For a test that measures time or memory on ``serving``: wait until no runtime is starting, start none
+        meanwhile, and pause (SIGSTOP) the other servers alive: idle, they still poll for work and take the CPU
+        the measured server needs. Says what was paused and what could not be (an engine runs in this process)."""
         with self._lock:
             self._quiet += 1
         waited = time.monotonic()
+        paused: list[SglangServer] = []
         try:
             for entry in [e for e in self._alive() if e.state == "starting"]:
+                entry.urgent = True
+                if isinstance(entry.runtime, SglangServer):
+                    entry.runtime.prioritize()
                 self._wait(entry)
             self.waits.append((waited, time.monotonic()))
-            others = [f"{e.kind} {e.config.id}" for e in self._alive()]
-            yield {"starting": [], "alive": others,
+            others = [e for e in self._alive() if e.runtime is not serving]
+            for entry in others:
+                if isinstance(entry.runtime, SglangServer):
+                    entry.runtime.pause()
+                    paused.append(entry.runtime)
+            yield {"starting": [], "paused": [f"{e.kind} {e.config.id}" for e in others if e.runtime in paused],
+                   "alive": [f"{e.kind} {e.config.id}" for e in others if e.runtime not in paused],
                    "workers_share_gpus": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > len(self.gpus)}
         finally:
+            for server in paused:
+                server.resume()
             with self._lock:
                 self._quiet -= 1
             self.prefetch()
