@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The runs of this folder, in order, on one H200 with the sglang 0.5.17 bundle of ../../../../shared/gpu installed in
+# The runs of this folder, in order, on one H200 with the offline sglang 0.5.17 bundle (docs/development.md) installed in
 # /tmp/lfm-site (no install of this project: it runs from the checkout, hence -p pytest_lfm.plugin).
 #   bash docs/gpu-runs/2026-12-01-h200-plan/run.sh OUTDIR [PHASE ...]     phases: full baseurl quick signals merge
 # Each phase writes OUTDIR/<phase>/ (pytest.log, report/, after.txt: GPU memory and sglang processes afterwards).
