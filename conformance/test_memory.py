@@ -2,7 +2,7 @@
 
 sglang sizes its pools once at start (``--mem-fraction-static``); what it allocates later is activations, which a
 warm server has already. A leak shows up as memory that grows with the number of requests served, until the
-scheduler dies with CUDA OOM. Seen on the H200 with sglang 0.5.17 (docs/gpu-runs/2026-12-01-h200-session6): the
+scheduler dies with CUDA OOM. Seen on the H200 with sglang 0.5.17 (docs/gpu-runs/2026-12-01-h200-d): the
 conv-state slot allocator hands out views of its free list (``free_slots[:n]``) and rebuilds the list with
 ``torch.cat`` on every free, so each slot a request or the prefix cache still holds keeps a whole old free list
 alive. With a micro checkpoint's 31 M slots (a 240 MB list) the server died after ~585 distinct 1k-token requests;

@@ -126,7 +126,7 @@ def release_mm_feature_pool(engine: Any) -> bool:
 def release_cached_cuda_memory() -> None:
     """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
     image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
-    process after shutdown (docs/gpu-runs/2026-11-25-h100-session3), which only the process's exit gave back. The
+    process after shutdown (docs/gpu-runs/2026-11-25-h100-a), which only the process's exit gave back. The
     H200 (sessions 6-7) showed that neither this nor dropping the image processor's CUDA-IPC pool first
     (release_mm_feature_pool) gives that pool's 1 GiB back before the process exits."""
     torch = sys.modules.get("torch")

@@ -1,8 +1,0 @@
-#!/usr/bin/env bash
-# Session 7's second run (after next.sh of session 6): the fidelity diagnosis on one micro-dense server.
-set -u
-OUT=$1
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/lfm-site:$PWD PYTHONUNBUFFERED=1 LFM_MICRO_CACHE=/tmp/lfm-micro7
-python3 docs/gpu-runs/2026-12-01-h200-session7/fidelity-diag.py "$OUT" 6 > "$OUT/diag.log" 2>&1
-echo done > "$OUT/ALLDONE"
