@@ -30,6 +30,8 @@ SELECTED = pytest.StashKey[list[ModelSpec]]()
 POOL = pytest.StashKey[RuntimePool | None]()
 PLAN = pytest.StashKey[Sequence[plan.PlannedLaunch]]()
 EXTERNAL = pytest.StashKey[ExternalServer]()
+MESSAGES = pytest.StashKey["Messages"]()
+CURRENT_MODEL = pytest.StashKey[str]()  # the model of the test being set up (xdist: which models this worker runs)
 
 NO_RUNTIME = ("no CUDA GPU here and no --lfm-base-url: the suites that need an sglang runtime run on a GPU host, "
               "or against a running server with --lfm-base-url URL, or from a recording with --lfm-replay DIR")
@@ -156,10 +158,6 @@ class Messages:
         for line in lines:
             if terminal is not None:
                 terminal.write_line(line)
-
-
-MESSAGES = pytest.StashKey[Messages]()
-CURRENT_MODEL = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(optionalhook=True)
