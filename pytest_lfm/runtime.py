@@ -445,4 +445,5 @@ class RuntimePool:
                 "launching_hidden_s": round(hidden, 1), "startup_total_s": round(total, 1),
                 "testing_s": round(testing, 1), "idle_s": round(max(0.0, wall_s - testing - launching), 1),
                 "launches": len(self.launches),
-                "planned": sum(1 for e in self._entries.values() if e.planned)}
+                "planned": sum(1 for e in self._entries.values() if e.planned and (
+                    self.active_models is None or e.config.model.id in self.active_models))}
