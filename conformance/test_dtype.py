@@ -10,11 +10,11 @@ first generated positions (while both dtypes pick the same tokens). The referenc
 (test/srt/models/test_generation_models.py: 5e-2 prefill, 5e-2 or 6e-2 decode by version, run with TORCH_DTYPES =
 [torch.float16]), a check of its own here: sglang's float16 against transformers' float16 on the same token sequences
 (on the GPU when there is one), within that tolerance. sglang states no tolerance for bfloat16, whose rounding is 8x
-coarser: its difference from transformers' bfloat16 is reported, not held to the float16 figure (the H200, session 5:
-0.120 on micro-dense, 4 bfloat16 steps of a logit between 4 and 8). The two dtypes round differently, so the
-reference disagrees with itself between them (0.10-0.14 on the micro checkpoints): float16 against bfloat16 is
-bounded by twice the tolerance plus transformers' own float16-vs-bfloat16 difference (fixed before session 5's run;
-session 4's bound, one tolerance plus the gap, was missed by 0.0018).
+coarser: its difference from transformers' bfloat16 is reported, not held to the float16 figure (on the H200: 0.120
+on micro-dense, 4 bfloat16 steps of a logit between 4 and 8; docs/gpu-runs/2026-12-01-h200-c). The two dtypes round
+differently, so the reference disagrees with itself between them (0.10-0.14 on the micro checkpoints): float16 against
+bfloat16 is bounded by twice the tolerance plus transformers' own float16-vs-bfloat16 difference (one tolerance plus
+that difference is too tight: micro-dense misses it by 0.0018, docs/gpu-runs/2026-12-01-h200).
 Where transformers cannot load the model here (no local directory, or over REFERENCE_MAX_BYTES) twice the parity
 tolerance is the float16-vs-bfloat16 bound, and the report says so. The bfloat16 figures are measured once per model by
 ``test_bfloat16_serves`` and kept for the float16 comparison, so the two runtimes never share a GPU; if that test
@@ -24,9 +24,10 @@ The reference runs on the prompt's own tokens (the model's tokenizer, encoded as
 text), checked against the ids sglang reports with its prompt logprobs: sglang 0.5.17 reports the vocabulary's last
 id as 0 there (managers/scheduler_components/logprob_result_processor.py, ``x if x < vocab_size - 1 else 0``, an
 off-by-one in a clip meant for image-token hashes), and micro-vl's chat template holds that id ("system"), so a
-reference on the reported ids differed by ~3 from sglang's own numbers (sessions 5-6; served as built and as a
-dense checkpoint sglang agrees with transformers' float32 within 0.149). ``test_prompt_logprobs_name_the_prompt_tokens``
-holds the reported ids to the tokens (that clip is a known failure, xfail).
+reference on the reported ids differs by ~3 from sglang's own numbers (docs/gpu-runs/2026-12-01-h200-c and -d;
+served as built and as a dense checkpoint sglang agrees with transformers' float32 within 0.149).
+``test_prompt_logprobs_name_the_prompt_tokens`` holds the reported ids to the tokens (that clip is a known failure,
+xfail).
 """
 
 from __future__ import annotations

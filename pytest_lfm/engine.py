@@ -104,11 +104,12 @@ def release_mm_feature_pool(engine: Any) -> bool:
     sgl.Engine runs its tokenizer manager, and for VL models the image processor, in the calling process. With
     ``mm_feature_transport`` cuda_ipc (sglang 0.5.17's default on one node) that processor reserves a pool of
     SGLANG_MM_FEATURE_CACHE_MB (1 GiB) on the GPU (utils/cuda_ipc_transport_utils.py: MmItemMemoryPool) and
-    shutdown() leaves it: the H200 (session 6) found 1542 MiB held by the pytest process after a micro-vl Engine's
-    shutdown (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done. The release
-    does not give that memory back either: on the H200 (session 7) it found and dropped the pool, and 1024 MiB stayed
-    allocated by torch (likely the pool's storage, shared with the scheduler that died holding it, stays with torch
-    until this process exits). It is kept for what it tells: stop() records whether a pool was there
+    shutdown() leaves it: on the H200, 1542 MiB stay held by the pytest process after a micro-vl Engine's shutdown
+    (the pool and the CUDA context), with torch.cuda.ipc_collect and empty_cache already done
+    (docs/gpu-runs/2026-12-01-h200-d). The release does not give that memory back either: it finds and drops the
+    pool, and 1024 MiB stay allocated by torch (docs/gpu-runs/2026-12-01-h200-e; likely the pool's storage, shared
+    with the scheduler that died holding it, stays with torch until this process exits). It is kept for what it
+    tells: stop() records whether a pool was there
     (``mm_feature_pool_released``), and the shutdown check names the pool only then."""
     processor = getattr(getattr(engine, "tokenizer_manager", None), "mm_processor", None)
     pool = getattr(processor, "cudaipc_mmfeature_pool", None)
@@ -126,9 +127,9 @@ def release_mm_feature_pool(engine: Any) -> bool:
 def release_cached_cuda_memory() -> None:
     """Return this process's cached CUDA blocks to the driver. sgl.Engine runs its tokenizer manager (for VL models the
     image processor too) in the calling process: on the H100 each micro-vl Engine left ~1 GiB held by the pytest
-    process after shutdown (docs/gpu-runs/2026-11-25-h100-a), which only the process's exit gave back. The
-    H200 (sessions 6-7) showed that neither this nor dropping the image processor's CUDA-IPC pool first
-    (release_mm_feature_pool) gives that pool's 1 GiB back before the process exits."""
+    process after shutdown (docs/gpu-runs/2026-11-25-h100-a), which only the process's exit gave back. On the
+    H200 neither this nor dropping the image processor's CUDA-IPC pool first (release_mm_feature_pool) gives that
+    pool's 1 GiB back before the process exits (docs/gpu-runs/2026-12-01-h200-d, 2026-12-01-h200-e)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         gc.collect()

@@ -431,8 +431,8 @@ def server_latency_totals(base_url: str, timeout: float = 30.0) -> dict[str, tup
 def latency_totals_from_metrics(text: str) -> dict[str, tuple[float, float]] | None:
     """``server_latency_totals`` from a Prometheus text exposition (what ``/metrics`` answers); None when it does not
     parse. A histogram the text lacks counts (0, 0): sglang's multiprocess collector shows a labelled histogram only
-    once it has observed something, so a fresh server's /metrics has neither (session 8 on the H200: the first
-    fidelity run had no "before" and so no server figures, and the check fell back to the plain ratio)."""
+    once it has observed something, so a fresh server's /metrics has neither (on the H200, the first fidelity run
+    then has no "before" and so no server figures: docs/gpu-runs/2026-12-01-h200-f)."""
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError:
@@ -477,9 +477,9 @@ def normalized_fidelity_ratios(ours: Sequence[LatencyResult], bench: Sequence[Ma
     """ours / bench_serving's with every run divided by what the server itself measured over that run: TTFT by
     the server's mean TTFT, TPOT by its mean inter-token latency; the ratio of the means over the rounds of
     client / server. A server that runs 20% slower during one run moves that run's client figures and the server's
-    own alike, so what is left is how the two clients measure, not when they ran (session 7 on the H200: the
-    server's decode time moved 1.37-1.81 ms between runs a minute apart; client / server stayed 0.912-0.915 for
-    both clients). {} when some run has no server figures."""
+    own alike, so what is left is how the two clients measure, not when they ran (on the H200 the server's decode
+    time moved 1.37-1.81 ms between runs a minute apart while client / server stayed 0.912-0.915 for both clients:
+    docs/gpu-runs/2026-12-01-h200-e). {} when some run has no server figures."""
     ours_figures = [s for s in ours_server if s is not None]
     bench_figures = [s for s in bench_server if s is not None]
     if not ours_figures or not bench_figures or len(ours_figures) < len(ours) or len(bench_figures) < len(bench):
@@ -503,8 +503,8 @@ def interleaved_rounds(run_ours: Callable[[], A], run_bench: Callable[[], B],
                        rounds: int = FIDELITY_ROUNDS) -> tuple[list[A], list[B]]:
     """The plugin's and bench_serving's measurements of one server in the order ours, theirs, theirs, ours, theirs,
     ours, ours, theirs (ABBA pairs), so that a drift of the server over the minutes of a run falls on both sides
-    alike (for an even number of rounds, a linear drift cancels in the means): on the H200 (session 5) the plugin's
-    own TPOT on one server was 1.17 ms and, minutes later, 1.45 ms."""
+    alike (for an even number of rounds, a linear drift cancels in the means): on the H200 the plugin's own TPOT on
+    one server was 1.17 ms and, minutes later, 1.45 ms (docs/gpu-runs/2026-12-01-h200-c)."""
     ours: list[A] = []
     bench: list[B] = []
     for i in range(rounds):
@@ -524,9 +524,9 @@ def fidelity_runs(base_url: str, model: str, tokenizer: Any, tokenizer_path: str
     ``workload`` in ``interleaved_rounds``. Every run's warmup (``measure``'s and bench_serving's: the workload's
     first prompt) is sent before the server's "before" snapshot, and both clients then run with no warmup of their
     own, so the server's figures cover exactly the requests the client times; and a few untimed requests prime a
-    fresh server first. Session 8 on the H200, with the warmups inside: the server's mean TTFT over the first run
-    was 45 ms, the client's 16 ms (the first requests a server serves are slow), and the normalized TTFT ratio
-    0.88."""
+    fresh server first. With the warmups inside the server's window, on the H200, the server's mean TTFT over the
+    first run was 45 ms, the client's 16 ms (the first requests a server serves are slow), and the normalized TTFT
+    ratio 0.88 (docs/gpu-runs/2026-12-01-h200-f)."""
     timed = replace(workload, warmup_requests=0)
     first = random_ids_prompts(tokenizer, workload.input_len, workload.output_len, workload.num_prompts,
                                workload.seed)[0]  # the draws depend on num_prompts: the timed runs' first prompt

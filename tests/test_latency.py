@@ -407,7 +407,8 @@ def test_server_totals_from_sglangs_multiprocess_exposition(tmp_path: Any) -> No
 
 def test_a_fresh_servers_metrics_count_as_zero(tmp_path: Any) -> None:
     """Before its first request sglang's /metrics lacks both histograms (labelled, multiprocess): the totals are
-    zero, so the first run of the fidelity check has server figures (session 8 on the H200 had None there)."""
+    zero, so the first run of the fidelity check has server figures (with a missing histogram counted as
+    missing, the H200's first run had None there: docs/gpu-runs/2026-12-01-h200-f)."""
     fresh = MULTIPROCESS_EXPOSITION.split("for value")[0] + (
         "registry = CollectorRegistry()\nmultiprocess.MultiProcessCollector(registry)\n"
         "sys.stdout.write(generate_latest(registry).decode())\n")

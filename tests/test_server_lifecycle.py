@@ -160,7 +160,8 @@ def test_crash_on_a_request(tmp_path: Path) -> None:
 
 
 def test_interrupt_right_after_the_launch_stops_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A SIGINT between Popen and the bookkeeping (the H200, session 5) left sglang running after pytest exited."""
+    """A SIGINT between Popen and the bookkeeping must not leave sglang running after pytest exits (it did on the
+    H200: docs/gpu-runs/2026-12-01-h200-c, b-moe-latency)."""
     class Interrupting(set[SglangServer]):
         def add(self, server: SglangServer) -> None:
             raise KeyboardInterrupt
