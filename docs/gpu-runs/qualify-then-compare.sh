@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# One GPU session in one background command (after the 0.5.17 bundle is READY; the 0.5.14 overlay may still be on
-# its way: D waits for it):
+# A qualification and an upgrade comparison in one background command (after the 0.5.17 bundle is READY; the 0.5.14
+# overlay may still be on its way: D waits for it):
 #   C: the conformance suites on sglang 0.5.17 for the three micro checkpoints, recorded, with the report:
 #      every suite for all three; --lfm-dtype both for micro-dense's chat and tool suites and the dtype checks;
 #      the low-latency profile and fidelity vs sglang.bench_serving.
 #   D: micro-dense's chat/streaming/tools/script/parser/latency checks on sglang 0.5.14 (the overlay in
 #      /tmp/lfm-514, docs/gpu-runs/stage-overlay-0.5.14.sh), then pytest-lfm compare D C (the upgrade 0.5.14 -> 0.5.17).
-# Each phase runs from its own snapshot of the checkout (later transfers change it).
+# Each phase runs from its own snapshot of the checkout (later copies to the host change it).
 # Usage: setsid nohup bash docs/gpu-runs/qualify-then-compare.sh OUT C_LIMIT_S D_LIMIT_S > OUT.log 2>&1 &
 set -u
 OUT=$1; CLIM=$2; DLIM=$3
 mkdir -p "$OUT"
 export PYTHONPATH=/tmp/lfm-site PYTHONUNBUFFERED=1 LFM_MICRO_CACHE=/tmp/lfm-micro
 snap() { rm -rf "$1"; mkdir -p "$1"; tar -C "$PWD" --exclude=./.gpu --exclude=./.git -cf - . | tar -C "$1" -xf -; }
-# one line: pytest refuses a -k expression with a newline (it cost session 4 its phase C)
+# one line: pytest refuses a -k expression with a newline (a usage error, and the phase runs nothing)
 CK="not (micro-moe and (float16 or low_latency or shutdown)) and not (micro-vl and (float16 or low_latency))"
 CK="$CK and (not float16 or test_chat or test_tools or test_dtype)"
 snap /tmp/lfm-repo-c

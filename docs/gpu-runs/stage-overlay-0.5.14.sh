@@ -12,18 +12,19 @@
 #      the script prints the count, and OUT/boot/NPARTS holds it) and OUT/boot (receive.sh, env.sh, SHA256SUMS,
 #      NPARTS, the zstandard wheel).
 #
-# Carrying (one part per transfer: a part is <= 56 MiB and the project tree ~8 MB of the 64 MiB a transfer holds):
-#   transfers 1 .. N-1:  carry [".gpu/o514k/parts/o.0K"]       (K = 0 .. N-2), with the command
-#                        mkdir -p /tmp/lfm-514-parts && cp .gpu/o514k/parts/o.* /tmp/lfm-514-parts/
-#   last transfer:       carry [".gpu/o514k/parts/o.0<N-1>", ".gpu/o514k/boot"], with the command
-#                        bash .gpu/o514k/boot/receive.sh
+# Copying to the GPU host (one part per copy, beside the checkout: a copy to the host holds at most 64 MiB, a part
+# is <= 56 MiB and the project tree ~8 MB):
+#   copies 1 .. N-1:  .gpu/o514k/parts/o.0K       (K = 0 .. N-2), then on the host
+#                     mkdir -p /tmp/lfm-514-parts && cp .gpu/o514k/parts/o.* /tmp/lfm-514-parts/
+#   last copy:        .gpu/o514k/parts/o.0<N-1> and .gpu/o514k/boot, then on the host
+#                     bash .gpu/o514k/boot/receive.sh
 #   (the script keeps the last part small enough that it fits together with boot/, 5.6 MB; the host must
 #   have ~2 GB free in /tmp for the install.)
 # receive.sh checks every part's sha256 (it names the missing or damaged ones), unpacks, installs the wheels with
 # `pip install --no-index --no-deps --target /tmp/lfm-514`, copies the reduced sgl_kernel tree there, and prints
 # "READY-0.5.14 ..." once sglang, sgl_kernel (with fp8_blockwise_scaled_mm), transformers and flashinfer import
 # from /tmp/lfm-514. The 0.5.17 bundle must be READY in /tmp/lfm-site first (the overlay holds only what differs),
-# and both live in the host's /tmp, so all transfers must reach the same warm host.
+# and both live in the host's /tmp, so every copy must reach the same host while it stays up.
 # Then every command on the host:   source .gpu/o514k/boot/env.sh
 #
 # Not in the overlay: 0.5.14's other differing pins, none of which the 0.5.17 bundle carries either (flashinfer-cubin,
@@ -74,7 +75,7 @@ K=$WORK/bundle/kern/sgl_kernel
 grep -q '^def fp8_blockwise_scaled_mm' "$K"/gemm.py && grep -q 'fp8_blockwise_scaled_mm' "$K"/__init__.py \
   || { echo "sglang-kernel $KERNEL lacks fp8_blockwise_scaled_mm"; exit 1; }
 echo "packing (about 1.85 GB before compression; takes a few minutes)"
-# -12 --long=27 instead of stage's -10: ~8% smaller on flash_ops (one transfer less); the 128 MiB window is
+# -12 --long=27 instead of stage's -10: ~8% smaller on flash_ops (one part less); the 128 MiB window is
 # zstd's default decoding limit, receive.sh allows it explicitly. (-19 would save ~16% but takes half an hour.)
 tar -C "$WORK/bundle" -cf - . | zstd -q -T0 -12 --long=27 -o "$WORK/o.tar.zst"
 rm -rf "$OUT/parts" "$OUT/boot"; mkdir -p "$OUT/parts" "$OUT/boot"
@@ -96,7 +97,7 @@ export PYTHONUNBUFFERED=1
 EOF
 cat > "$OUT/boot/receive.sh" <<'EOF'
 #!/usr/bin/env bash
-# Runs on the GPU host (with the last part): gathers the carried parts in /tmp/lfm-514-parts; once every part is
+# Runs on the GPU host (with the last part): gathers the copied parts in /tmp/lfm-514-parts; once every part is
 # there and matches SHA256SUMS, installs the overlay into /tmp/lfm-514 (on top of the 0.5.17 bundle in /tmp/lfm-site).
 # LFM514_SITE, LFM514_PARTS, LFM514_TMP and LFM_SITE move those folders (for a dry run away from the real ones).
 set -euo pipefail
@@ -110,7 +111,7 @@ while read -r sum name; do
   if [ ! -f "$PARTS/$name" ]; then missing="$missing $name"
   elif [ "$(sha256sum "$PARTS/$name" | cut -d' ' -f1)" != "$sum" ]; then bad="$bad $name"; fi
 done < "$BOOT/SHA256SUMS"
-[ -z "$bad" ] || { echo "checksum mismatch:$bad (parts of another staging?) rm them from $PARTS and carry again"; exit 1; }
+[ -z "$bad" ] || { echo "checksum mismatch:$bad (parts of another staging?) rm them from $PARTS and copy again"; exit 1; }
 [ -z "$missing" ] || { echo "have $(( need - $(echo $missing | wc -w) )) of $need parts; missing:$missing"; exit 0; }
 [ -f "$BASE/.ready" ] || echo "warning: the 0.5.17 bundle is not READY in $BASE (run .gpu/carry/boot/receive.sh first)"
 rm -rf "$TMPD"; mkdir -p "$TMPD/bundle"
@@ -168,4 +169,4 @@ chmod +x "$OUT/boot/receive.sh"
 n=$(cat "$OUT/boot/NPARTS")
 echo "ready: $n parts in $OUT/parts ($(du -sh "$OUT/parts" | cut -f1)); boot $(du -sh "$OUT/boot" | cut -f1)"
 ls -l "$OUT/parts" | tail -n +2
-echo "carry one part per transfer; the last one (o.$(printf %02d $((n - 1)))) together with $OUT/boot"
+echo "copy one part at a time to the host; the last one (o.$(printf %02d $((n - 1)))) together with $OUT/boot"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Session 5's GPU work in one background command, after the 0.5.17 bundle is READY (docs/gpu-runs/README.md):
+# The 2026-12-01-h200-c run in one background command, after the 0.5.17 bundle is READY (docs/gpu-runs/README.md):
 #   A: micro-dense, every suite, --lfm-dtype both (float16 for the chat, tool and dtype suites), the low-latency
 #      profile and fidelity vs sglang.bench_serving; micro-vl's vision, engine, script and dtype suites (the
 #      --context-length 1024 variant, the engine's shutdown, float16). One pytest run, one report. Not the float16
-#      probes (micro-dense's ran on this host in session 4), which pytest would order before the variants.
+#      probes (micro-dense's ran on this host in the 2026-12-01-h200 run), which pytest would order before the variants.
 #   B: micro-moe's latency at the default profile and fidelity.
 #   C: micro-vl's float16 probe (float16 with the conv state left in bfloat16).
 # Usage: setsid nohup bash docs/gpu-runs/2026-12-01-h200-c/run-all.sh OUT A_LIMIT_S B_LIMIT_S > OUT.log 2>&1 &

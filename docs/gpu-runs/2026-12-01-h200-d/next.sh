@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepared in session 6 for the next GPU session (not yet run): what session 6 left, ~15 min after staging.
-# Carry the CPU-built checkpoints (.gpu/micro: dense, moe, vl of the current recipe keys) with the last bundle part;
+# What the 2026-12-01-h200-d run left, ~15 min after staging (it ran as the 2026-12-01-h200-e run).
+# Copy the CPU-built checkpoints (.gpu/micro: dense, moe, vl of the current recipe keys) with the last bundle part;
 # then: cp -r .gpu/micro /tmp/lfm-micro7 && setsid nohup bash docs/gpu-runs/2026-12-01-h200-d/next.sh OUT &
 #   F: fidelity vs bench_serving on the fixed servers (--max-mamba-cache-size), micro-dense then micro-moe;
 #   G: the memory check on micro-dense launched WITHOUT the flag (expected: fail) and micro-vl's dtype suite

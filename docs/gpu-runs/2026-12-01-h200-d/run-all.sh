@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 6's GPU work in one background command, after the 0.5.17 bundle is READY (docs/gpu-runs/README.md):
+# The 2026-12-01-h200-d run's first command, in the background, after the 0.5.17 bundle is READY (docs/gpu-runs/README.md):
 #   A: micro-dense and micro-moe: fidelity against sglang.bench_serving (4 rounds, ABBA), latency at concurrency 1
 #      and N (default profile); micro-dense's dtype suite in both dtypes (the split HF-parity test's first GPU run).
 #   C: vl-parity.py: micro-vl's logprobs as built, as a dense checkpoint and with the triton attention backend.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 6's second GPU command (the rest of the device time, ~7 min): the fixes found by run-all.sh, on a fresh
-# host with the CPU-built micro checkpoints carried in .gpu/micro and copied to /tmp/lfm-micro6 (same recipe keys):
+# The 2026-12-01-h200-d run's second command (~7 min): the fixes found by run-all.sh, on a fresh host with the
+# CPU-built micro checkpoints copied in .gpu/micro and then to /tmp/lfm-micro6 (same recipe keys):
 #   D: micro-dense with --max-mamba-cache-size 16384: the memory check (512 distinct requests) and latency c1 / cN;
 #   E: micro-vl's engine shutdown with the image processor's CUDA-IPC pool freed.
 # Usage: setsid nohup bash docs/gpu-runs/2026-12-01-h200-d/run-check.sh OUT D_S E_S > OUT.log 2>&1 &

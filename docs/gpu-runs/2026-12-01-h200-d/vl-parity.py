@@ -1,4 +1,5 @@
-"""Why do micro-vl's sglang logprobs differ from transformers' by ~3 (session 5) while micro-dense's agree to 0.015?
+"""Why do micro-vl's sglang logprobs differ from transformers' by ~3 (2026-12-01-h200-c) while micro-dense's agree
+to 0.015?
 
 Serves the same text weights three ways through sgl.Engine, each in a process of its own, and compares the top-5
 prompt logprobs of one chat prompt with transformers' (float32 on the GPU, same token ids):

@@ -1,8 +1,8 @@
-"""Session 7: where does the fidelity gap come from? One micro-dense server (the plugin's SglangServer, the matrix's
+"""Where does the fidelity gap come from (2026-12-01-h200-e)? One micro-dense server (the plugin's SglangServer, the matrix's
 launch), then on it, in the order O B B O O B: the plugin's client in a fresh process (O) and sglang.bench_serving (B),
 each the workload (Workload(), = WORKLOAD) of test_latency_agrees_with_bench_serving; then the fidelity check
 itself through pytest against that server (--lfm-base-url: the plugin's client inside the pytest process) with
---lfm-fidelity-rounds ROUNDS (session 7's time ended during it).
+--lfm-fidelity-rounds ROUNDS (the GPU time ended during it).
 Writes OUT/diag.jsonl (one line per run), OUT/h-fidelity/ (run.sh's layout), OUT/diag-PORT.log (the server's log)."""
 import json
 import os

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Prepared in session 7 for the next GPU session (not yet run): the fidelity check normalized by the server's own
-# figures (a server launched with --enable-metrics), micro-dense then micro-moe, each in its own pytest run so that
+# The fidelity check normalized by the server's own figures (a server launched with --enable-metrics), micro-dense
+# then micro-moe (it ran in the 2026-12-01-h200-f run, run8.sh), each in its own pytest run so that
 # a cut-off leaves the first report whole. ~5 min per model on the H200 (server start 60-110 s, 4 rounds ~50 s each).
-# Carry the CPU-built checkpoints (.gpu/micro) with the last bundle part; then:
+# Copy the CPU-built checkpoints (.gpu/micro) with the last bundle part; then:
 #   cp -r .gpu/micro /tmp/lfm-micro8 && setsid nohup bash docs/gpu-runs/2026-12-01-h200-e/next.sh OUT &
 set -u
 OUT=$1

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 7's second run (after next.sh of session 6): the fidelity diagnosis on one micro-dense server.
+# The 2026-12-01-h200-e run's second command (after ../2026-12-01-h200-d/next.sh): the fidelity diagnosis on one
+# micro-dense server.
 set -u
 OUT=$1
 mkdir -p "$OUT"

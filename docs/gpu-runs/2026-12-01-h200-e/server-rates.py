@@ -1,9 +1,9 @@
-"""Session 7: the server's own decode rate during each diagnostic run, beside what each client measured.
+"""2026-12-01-h200-e: the server's own decode rate during each diagnostic run, beside what each client measured.
 
 sglang logs a "Decode batch" line every 40 decode steps with its "gen throughput (token/s)"; the runs are the
 clusters of such lines (a gap of more than 4 s between two runs: bench_serving's start, the flush's 1 s sleep).
 At concurrency 1, 1000 / throughput is the server's time per output token in that window. The first six clusters
-are h-diag's six runs (diag.jsonl, same order); the rest are the fidelity check that the session's time cut off.
+are h-diag's six runs (diag.jsonl, same order); the rest are the fidelity check that the end of the GPU time cut off.
 Usage: python3 server-rates.py h-diag/server.log.gz h-diag/diag.jsonl"""
 import datetime
 import gzip

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Prepared in session 8 for the next GPU session (not yet run): the fidelity check as of commit 4aabf68 (warmups
+# The fidelity check as of commit 4aabf68, run unchanged in the 2026-12-01-h200-g run (warmups
 # outside the server's window, a fresh server primed; fidelity_runs), micro-dense and micro-moe with the default 4
 # rounds, then micro-dense with 6 rounds. ~6 min per model on the H200; each in its own pytest run so that a cut-off
-# leaves the earlier reports whole. Carry the CPU-built checkpoints (.gpu/micro) with the last bundle part; then:
+# leaves the earlier reports whole. Copy the CPU-built checkpoints (.gpu/micro) with the last bundle part; then:
 #   cp -r .gpu/micro /tmp/lfm-micro9 && setsid nohup bash docs/gpu-runs/2026-12-01-h200-f/next.sh OUT &
 set -u
 OUT=$1

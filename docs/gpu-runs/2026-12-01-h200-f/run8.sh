@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 8 on the lent GPU host: session 7's next.sh as prepared (normalized fidelity, micro-dense then micro-moe),
-# then micro-dense once more with 6 rounds on a fresh server, to see whether the normalized ratio repeats.
+# The 2026-12-01-h200-f run, first host: ../2026-12-01-h200-e/next.sh as prepared (normalized fidelity, micro-dense
+# then micro-moe), then micro-dense once more with 6 rounds on a fresh server, to see whether the normalized ratio repeats.
 #   cp -r .gpu/micro /tmp/lfm-micro8 && setsid nohup bash docs/gpu-runs/2026-12-01-h200-f/run8.sh OUT &
 set -u
 OUT=$1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Session 8, second host, after the fix of 6a (a fresh server's /metrics lacks both histograms; their totals count
-# as zero now, so the first run has server figures): micro-dense with the default 4 rounds, then micro-moe with 2
-# rounds (what the device time left allowed).
+# The 2026-12-01-h200-f run, second host, after the fix of commit 196a22d (a fresh server's /metrics lacks both
+# histograms; their totals count as zero now, so the first run has server figures): micro-dense with the default 4 rounds, then micro-moe with 2
+# rounds (what the GPU time left allowed).
 #   cp -r .gpu/micro /tmp/lfm-micro8 && setsid nohup bash docs/gpu-runs/2026-12-01-h200-f/run8b.sh OUT &
 set -u
 OUT=$1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 9, run after session 8's next.sh had finished with ~12 min of device time left, on the same host: micro-moe
-# with 6 rounds on a fresh server (the command as run, in a script; OUT was /tmp/g9).
+# The 2026-12-01-h200-g run, after ../2026-12-01-h200-f/next.sh had finished with ~12 min of GPU time left, on the
+# same host: micro-moe with 6 rounds on a fresh server (the command as run, in a script; OUT was /tmp/g9).
 set -u
 OUT=$1
 export PYTHONPATH=/tmp/lfm-site PYTHONUNBUFFERED=1 LFM_MICRO_CACHE=/tmp/lfm-micro9
