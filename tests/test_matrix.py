@@ -98,7 +98,11 @@ def test_launch_config_arguments_and_ids() -> None:
     fp16 = LaunchConfig(model, "float16", "low-latency", ("--tp-size", "2"), (("SGLANG_MAMBA_CONV_DTYPE", "float16"),))
     assert fp16.id == "micro-moe-float16-low-latency---tp-size 2-SGLANG_MAMBA_CONV_DTYPE=float16"
     assert fp16.server_args() == [*model.launch_args, "--enable-torch-compile", "--chunked-prefill-size", "-1",
-                                  "--tp-size", "2", "--dtype", "float16"]
+                                  "--tp-size", "2", "--dtype", "float16", "--enable-metrics"]
+    # every server launch exposes /metrics, once, wherever the flag already is; an Engine gets none
+    assert default.server_args() == [*model.launch_args, "--enable-metrics"]
+    assert LaunchConfig(model, extra_args=("--enable-metrics",)).server_args().count("--enable-metrics") == 1
+    assert "enable_metrics" not in fp16.engine_kwargs()
     assert fp16.tp_size == 2
     assert fp16.engine_kwargs()["tp_size"] == 2 and fp16.engine_kwargs()["enable_torch_compile"] is True
     assert fp16.engine_kwargs()["chunked_prefill_size"] == -1 and fp16.engine_kwargs()["tool_call_parser"] == "lfm2"
@@ -175,18 +179,30 @@ def test_tests_group_by_configuration_and_model_per_worker(pytester: pytest.Pyte
     assert len(blocks) == len(set(blocks)) == 6, configs
 
 
-def test_within_a_configuration_servers_then_load_then_engines_then_pool_drivers(pytester: pytest.Pytester) -> None:
+def test_per_model_engine_block_then_server_block_pool_drivers_last_and_timing_checks_after_all(
+    pytester: pytest.Pytester,
+) -> None:
     # a test that stops the pool itself (the engine shutdown check) sorted among server tests would force the
-    # server to launch twice: seen on the H100 (test_engine between test_chat and test_streaming)
+    # server to launch twice: seen on the H100 (test_engine between test_chat and test_streaming). The order is
+    # plugin._order_key's: timing/memory checks (lfm_quiet) last; per model its engine block (whose start overlaps
+    # the server's) before its server block; within a block the pool drivers last, and engine tests that need the
+    # server after those that do not
     pytester.makepyfile(test_a="""
 def test_pool(lfm_runtime_pool, lfm_launch): pass
+def test_engine_pool(lfm_runtime_pool, lfm_engine): pass
+def test_engine_vs_server(lfm_engine, lfm_server): pass
 def test_engine(lfm_engine): pass
-def test_load(lfm_server, benchmark): pass
+def test_load(lfm_server, lfm_quiet): pass
 def test_server(lfm_server): pass
 """, test_b="def test_server_b(lfm_server): pass\n")
-    result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "-p", "no:cacheprovider")
-    names = [line.split("::")[1].split("[")[0] for line in result.outlines if "::" in line]
-    assert names == ["test_server", "test_server_b", "test_load", "test_engine", "test_pool"], names
+    result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "--lfm-model", "micro-moe",
+                                "-p", "no:cacheprovider")
+    order = [(line.split("::")[1].split("[")[0], line.rstrip("]").split("[")[1])
+             for line in result.outlines if "::" in line]
+    per_model = ["test_engine", "test_engine_vs_server", "test_engine_pool", "test_server", "test_server_b",
+                 "test_pool"]
+    assert order == [*((name, "micro-dense") for name in per_model), *((name, "micro-moe") for name in per_model),
+                     ("test_load", "micro-dense"), ("test_load", "micro-moe")], order
 
 
 def test_every_models_own_launch_runs_before_the_marker_variants(pytester: pytest.Pytester) -> None:
