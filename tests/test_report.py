@@ -24,11 +24,20 @@ from pytest_lfm.plugin import POOL
 from pytest_lfm.runtime import Launch, RuntimePool
 
 
+class RecordedPool(RuntimePool):
+    # what RuntimePool records when it starts a server, without starting one: a launch that took 12.5 s, of which
+    # a test waited 2 s (the other 10.5 s ran while tests ran)
+
+    @property
+    def launches(self):
+        return [Launch("server", "micro-dense", "micro-dense", ["--tool-call-parser", "lfm2"], [0], started_s=0.0,
+                       ready_s=12.5, startup_seconds=12.5)]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fake_launch(pytestconfig, tmp_path_factory):
-    # what RuntimePool records when it starts a server, without starting one
-    pool = RuntimePool([0], tmp_path_factory.mktemp("logs"), 60.0)
-    pool.launches.append(Launch("server", "micro-dense", "micro-dense", ["--tool-call-parser", "lfm2"], [0], 12.5))
+    pool = RecordedPool([0], tmp_path_factory.mktemp("logs"), 60.0, capacity_mib=0)
+    pool.waits.append((pool.t0, pool.t0 + 2.0))
     pytestconfig.stash[POOL] = pool
 """
 
@@ -114,6 +123,12 @@ def check_content(data: dict[str, Any], markdown: str) -> None:
     assert [m["id"] for m in data["models"]] == ["micro-dense", "micro-moe", "micro-vl"]
     assert data["launches"] and all(x["startup_seconds"] == 12.5 and x["config"] == "micro-dense"
                                     for x in data["launches"])
+    # the time split: per launch 2 s waited for, 10.5 s hidden behind tests (summed over xdist's workers)
+    split, workers = data["time_split"], len(data["launches"])
+    assert (split["launches"], split["planned"], split["startup_total_s"], split["launching_s"],
+            split["launching_hidden_s"]) == (workers, 0, 12.5 * workers, 2.0 * workers, 10.5 * workers), split
+    assert split["wall_s"] >= 0 and split["testing_s"] >= 0 and split["idle_s"] >= 0
+    assert "## Time split" in markdown
     [row] = data["latency"]
     assert (row["config"], row["gpu"], row["mean_ttft_ms"], row["verdict"]) == (
         "micro-dense", "NVIDIA H100 80GB HBM3", 15.7, "reported (no budget)")
