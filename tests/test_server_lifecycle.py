@@ -138,7 +138,9 @@ def test_start_timeout_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_crash_mid_session_raises_with_the_log_tail(tmp_path: Path) -> None:
-    server = standin(tmp_path, "--crash-after", "0.5").start()
+    # 2 s after its first 200: well after the start, which checks the answer is its own (GET /get_server_info, then
+    # 0.2 s to see the process stays up); with 0.5 s a loaded CI host saw the crash land inside that check
+    server = standin(tmp_path, "--crash-after", "2").start()
     try:
         wait_exit(server)
         with pytest.raises(ServerCrashedError) as info:
@@ -146,7 +148,7 @@ def test_crash_mid_session_raises_with_the_log_tail(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert f"(pid {server.pid}, {server.base_url}) exited with code 7" in str(info.value)
-    assert "RuntimeError: standin crashed (after 0.5 s)" in str(info.value)
+    assert "RuntimeError: standin crashed (after 2.0 s)" in str(info.value)
     assert f"log: {server.log_path}" in str(info.value)
 
 
