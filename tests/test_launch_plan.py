@@ -1,0 +1,361 @@
+"""The launch plan and the runtime pool that follows it, against real subprocesses (tests/standin_server.py): one
+launch per runtime configuration, sized from the model's files, the next ones started in the background while tests
+run and as many as fit, none left behind by a stop; a foreign server on the chosen port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pytest_lfm.matrix import LaunchConfig, ModelSpec, load_matrix
+from pytest_lfm.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
+from pytest_lfm.runtime import Launch, RuntimePool, default_max_starting
+from pytest_lfm.server import ServerStartError, SglangServer
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN_PATH = str(Path(__file__).with_name("standin_server.py"))
+STANDIN = [sys.executable, STANDIN_PATH]
+
+# a small LFM2-like model: 2 attention and 4 short-conv layers
+CONFIG = {"model_type": "lfm2", "layer_types": ["conv", "conv", "full_attention", "conv", "full_attention", "conv"],
+          "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8, "conv_L_cache": 3}
+WEIGHTS_MIB = 300
+TOKENS = 262_144  # --max-total-tokens: x 4096 B of KV per token (below) = 1024 MiB
+SLOTS = 4096  # --max-mamba-cache-size: x 16384 B of conv state per slot (below) = 64 MiB
+# KV: 2 attention layers x 8 kv heads x head_dim 64 (1024 / 16) x (key + value) x 2 B (bfloat16) = 4096 B per token
+# conv state: 4 conv layers x hidden 1024 x (conv_L_cache 3 - 1) x 2 B = 16384 B per slot
+NEED_MIB = WEIGHTS_MIB + 1024 + 64 + RUNTIME_OVERHEAD_MIB
+
+
+def make_model(root: Path, name: str = "lfm2-test", *, capped: bool = True) -> ModelSpec:
+    """A matrix model whose id is a local directory holding a config.json and a model.safetensors of WEIGHTS_MIB,
+    its pools capped by its launch_args (or not: ``capped=False``)."""
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(CONFIG))
+    with (directory / "model.safetensors").open("wb") as weights:
+        weights.truncate(WEIGHTS_MIB << 20)
+    args = ["--max-total-tokens", str(TOKENS), "--max-mamba-cache-size", str(SLOTS)] if capped else []
+    matrix = root / f"{name}.toml"
+    matrix.write_text(f"""
+[[model]]
+id = {json.dumps(str(directory))}
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+launch_args = {json.dumps(args)}
+""")
+    spec = load_matrix([matrix]).get(str(directory))
+    assert spec is not None
+    return spec
+
+
+def variant(model: ModelSpec, name: str, *standin_flags: str) -> LaunchConfig:
+    """A configuration of ``model`` of its own (its id names it); ``standin_flags`` tell the stand-in how to act."""
+    return LaunchConfig(model, extra_args=("--served-model-name", name, *standin_flags))
+
+
+def make_pool(tmp_path: Path, planned: list[PlannedLaunch], **kwargs: object) -> RuntimePool:
+    return RuntimePool([0], tmp_path / "logs", 20.0, plan=planned, server_command=STANDIN, **kwargs)  # type: ignore[arg-type]
+
+
+def record(pool: RuntimePool, config: LaunchConfig) -> Launch | None:
+    return next((launch for launch in pool.launches if launch.config == config.id), None)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def standins_of(marker: str) -> list[int]:
+    """Live stand-in processes whose command line contains ``marker`` (a test's own model directory)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            cmdline = proc.cmdline()
+            if any(STANDIN_PATH in part for part in cmdline) and any(marker in part for part in cmdline) \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def child_pids(log: Path) -> list[int]:
+    """The pids the stand-in logged for its --spawn-child children (one in its group, one in a new session)."""
+    match = re.search(r"child pids (\d+) (\d+)", log.read_text())
+    assert match, log.read_text()
+    return [int(match[1]), int(match[2])]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> ModelSpec:
+    return make_model(tmp_path)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This interpreter's environment for an inner pytest: this checkout importable, none of this run's xdist or
+    pytest-lfm settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "LFM_")) and k not in ("CUDA_VISIBLE_DEVICES", "PYTHONPATH")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), *extra.pop("PYTHONPATH", "").split(os.pathsep)]))
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------- the plan at collection
+
+DUMP_PLUGIN = """
+import json
+
+def pytest_collection_finish(session):
+    rows = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        launch = callspec.params.get("lfm_launch") if callspec else None
+        if launch is None:
+            continue
+        names = set(item.fixturenames)
+        rows.append({"config": launch.id, "engine": "lfm_engine" in names,
+                     "runtime": bool(names & {"lfm_server", "lfm_engine", "lfm_runtime_pool"}),
+                     "skipped": item.get_closest_marker("skip") is not None})
+    with open(session.config.getoption("--lfm-dump-to"), "w") as out:
+        json.dump(rows, out)
+
+def pytest_addoption(parser):
+    parser.addoption("--lfm-dump-to")
+"""
+PLAN_LINE = re.compile(r"^\s*(\d+)\. (engine|server) (.+?)\s+(\d+) tests")
+
+
+@pytest.mark.parametrize(("args", "launches"), [((), 16), (("--lfm-dtype", "both"), 23)], ids=["default", "both"])
+def test_collection_plans_one_launch_per_runtime_configuration(
+    tmp_path: Path, visible_gpus: Callable[[int], None], args: tuple[str, ...], launches: int,
+) -> None:
+    """The conformance suites of the micro selection name each runtime configuration in many tests: the plan
+    launches each (kind, configuration) once, in the order the sorted tests first need them, each model's engine
+    before its server. With both dtypes every variant runs in each dtype, and the float16 probe's configuration is
+    the model's own float16 one: 23 launches, not 26."""
+    visible_gpus(1)
+    (tmp_path / "lfm_dump.py").write_text(DUMP_PLUGIN)
+    dump = tmp_path / "items.json"
+    # the parser corpus (CPU, no runtime) is left out: importing sglang for it is most of the collection's time
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "lfm_dump",
+         "--lfm-dump-to", str(dump), "--ignore=conformance/test_parser_corpus.py", *args, "conformance"],
+        cwd=ROOT, env=subprocess_env(PYTHONPATH=str(tmp_path)), capture_output=True, text=True, timeout=120,
+        check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    heads = [line for line in result.stdout.splitlines() if line.startswith("pytest-lfm launch plan:")]
+    assert heads == [f"pytest-lfm launch plan: {launches} launches on GPU 0 (NVIDIA H200, 143771 MiB); up to "
+                     f"{default_max_starting()} start at once in the background while tests "
+                     "run; timing and memory checks run last, alone"], result.stdout[-3000:]
+    planned = [(m[2], m[3]) for m in map(PLAN_LINE.match, result.stdout.splitlines()) if m]
+    assert [int(m[1]) for m in map(PLAN_LINE.match, result.stdout.splitlines()) if m] == list(range(1, launches + 1))
+    assert len(planned) == len(set(planned)) == launches, planned
+    engines = [config for kind, config in planned if kind == "engine"]
+    models = ["micro-dense", "micro-moe", "micro-vl"]
+    dtypes = ["", "-float16"] if args else [""]
+    own = [f"{m}{d}" for m in models for d in dtypes]
+    assert engines == own  # each engine once, one per configuration a model has of its own
+    # each model's own configurations first, in selection order, its engine right before its server
+    assert planned[:2 * len(own)] == [(kind, config) for config in own for kind in ("engine", "server")]
+    assert all(kind == "server" for kind, _ in planned[2 * len(own):])
+    # what the plan launches is exactly what the collected tests that are not skipped need, in their order
+    items = [row for row in json.loads(dump.read_text()) if row["runtime"] and not row["skipped"]]
+    in_item_order = list(dict.fromkeys(row["config"] for row in items))
+    assert list(dict.fromkeys(config for _, config in planned)) == in_item_order
+    assert sorted({row["config"] for row in items if row["engine"]}) == sorted(engines)
+
+
+def test_estimate_from_weights_kv_pool_conv_state_pool_and_overhead(tmp_path: Path) -> None:
+    capped = make_model(tmp_path, "capped")
+    # 300 MiB of weights + 262144 tokens x 4096 B + 4096 slots x 16384 B + the runtime's overhead
+    assert estimate_mib(LaunchConfig(capped)) == 300 + 1024 + 64 + 4096 == NEED_MIB
+    assert estimate_mib(LaunchConfig(capped, "float16")) == NEED_MIB  # the pools' sizes come from the arguments
+    # tensor parallel: each GPU holds its share of weights and pools, and a whole overhead
+    assert estimate_mib(LaunchConfig(capped, extra_args=("--tp-size", "2"))) == (300 + 1024 + 64) // 2 + 4096
+    # without the conv-state cap: its pool is not counted
+    only_tokens = make_model(tmp_path, "only-tokens")
+    spec = ModelSpec(only_tokens.id, "dense", frozenset({"chat"}), "lfm2", ("--max-total-tokens", str(TOKENS)))
+    assert estimate_mib(LaunchConfig(spec)) == 300 + 1024 + 4096
+    # without --max-total-tokens sglang sizes its pools from the free memory: unknown, the runtime runs alone
+    assert estimate_mib(LaunchConfig(make_model(tmp_path, "uncapped", capped=False))) is None
+    # capped, but the model's files are not on this host: unknown too
+    elsewhere = ModelSpec("LiquidAI/not-in-any-cache-xyz", "dense", frozenset({"chat"}), "lfm2",
+                          ("--max-total-tokens", str(TOKENS)))
+    assert estimate_mib(LaunchConfig(elsewhere)) is None
+
+
+# ---------------------------------------------------------------- starting ahead, as many as fit
+
+
+def test_the_next_planned_server_starts_in_the_background_while_the_first_serves(
+    tmp_path: Path, model: ModelSpec,
+) -> None:
+    first_config, second_config = variant(model, "first"), variant(model, "second")
+    assert estimate_mib(first_config) == estimate_mib(second_config) == NEED_MIB
+    pool = make_pool(tmp_path, [PlannedLaunch("server", first_config, ["a1", "a2"]),
+                                PlannedLaunch("server", second_config, ["b1"])],
+                     capacity_mib=2 * NEED_MIB, max_starting=1)
+    try:
+        first = pool.server(first_config)  # test a1
+        second_record = record(pool, second_config)
+        assert second_record is not None and second_record.background and second_record.started_s is not None
+        pool.test_done("a1")
+        assert pool.server(first_config) is first  # test a2: the same server, asked for again
+        time.sleep(0.5)  # a2 runs
+        first_done_s = time.monotonic() - pool.t0
+        pool.test_done("a2")
+        assert second_record.started_s < first_done_s  # started before the first server's tests were done
+        asked = time.monotonic()
+        second = pool.server(second_config)  # test b1
+        waited = time.monotonic() - asked
+        assert second is not first and second.is_running()
+        assert second_record.startup_seconds is not None and waited < second_record.startup_seconds, (
+            waited, second_record)
+        first_record = record(pool, first_config)
+        assert first_record is not None and first_record.stopped_s is not None  # stopped after its last test
+        wait_for(lambda: not first.is_running(), 10, "the first server stopped after its last test")
+        split = pool.time_split(testing_s=1.0, wall_s=time.monotonic() - pool.t0)
+        assert split["launches"] == split["planned"] == 2 and split["launching_hidden_s"] > 0, split
+    finally:
+        pool.stop()
+    assert not standins_of(model.id)
+
+
+@pytest.mark.parametrize("sizing", ["capacity-for-one", "uncapped-runs-alone"])
+def test_a_server_that_does_not_fit_waits_for_the_last_test_of_the_one_before(
+    tmp_path: Path, model: ModelSpec, sizing: str,
+) -> None:
+    first_config = variant(model, "first")
+    if sizing == "capacity-for-one":
+        second_config, capacity = variant(model, "second"), NEED_MIB + NEED_MIB // 2
+    else:  # capacity for many, but sglang sizes an uncapped server from the free memory: it runs alone
+        second_config, capacity = variant(make_model(tmp_path, "uncapped", capped=False), "second"), 10 * NEED_MIB
+        assert estimate_mib(second_config) is None
+    pool = make_pool(tmp_path, [PlannedLaunch("server", first_config, ["a1", "a2"]),
+                                PlannedLaunch("server", second_config, ["b1"])],
+                     capacity_mib=capacity, max_starting=2)
+    try:
+        first = pool.server(first_config)
+        pool.test_done("a1")
+        time.sleep(0.5)  # time enough for a start in the background, had one been made
+        assert record(pool, second_config) is None, pool.launches
+        pool.test_done("a2")  # the first server's last test: it stops, and the second starts
+        first_record, second_record = record(pool, first_config), record(pool, second_config)
+        assert first_record is not None and first_record.stopped_s is not None
+        assert second_record is not None and second_record.background
+        assert second_record.started_s is not None and second_record.started_s >= first_record.stopped_s
+        second = pool.server(second_config)
+        assert second.is_running()
+        wait_for(lambda: not first.is_running(), 10, "the first server stopped")
+        assert [launch.config for launch in pool.launches] == [first_config.id, second_config.id]
+    finally:
+        pool.stop()
+    assert not standins_of(str(tmp_path))
+
+
+# ---------------------------------------------------------------- nothing left behind
+
+
+def test_stop_with_several_runtimes_alive_leaves_no_process(tmp_path: Path, model: ModelSpec) -> None:
+    """One server serving, one that failed to start, one that crashed after its start and left its children (one
+    detached into a session of its own): pool.stop() leaves none of their processes."""
+    serving = variant(model, "serving", "--spawn-child")
+    failing = variant(model, "failing", "--fail-at-start")
+    # a crash 2 s after its first 200: after the start's identity check, also on a loaded host (a crash before the
+    # server is ready is test_a_server_that_dies_while_starting_leaves_no_detached_descendant)
+    crashing = variant(model, "crashing", "--crash-after", "2", "--spawn-child")
+    pool = make_pool(tmp_path, [PlannedLaunch("server", c, [c.id]) for c in (serving, crashing, failing)],
+                     capacity_mib=10 * NEED_MIB, max_starting=3)
+    children: list[int] = []
+    try:
+        server = pool.server(serving)
+        with pytest.raises(ServerStartError, match="exited with code 3"):
+            pool.server(failing)
+        crashed = pool.server(crashing)
+        assert crashed.pid is not None and crashed.log_path is not None
+        wait_for(lambda: not crashed.is_running(), 10, "the crashing stand-in exited")
+        assert server.is_running() and server.pid is not None and server.log_path is not None
+        children = child_pids(server.log_path) + child_pids(crashed.log_path)
+        assert all(alive(pid) for pid in children)  # the crashed server's children outlived it
+        assert len(standins_of(model.id)) == 1
+        started = time.monotonic()
+    finally:
+        pool.stop()
+    try:
+        assert time.monotonic() - started < 15
+        assert not standins_of(model.id)
+        assert [pid for pid in [server.pid, crashed.pid, *children] if alive(pid)] == []
+        assert group_alive(server.pid) == group_alive(crashed.pid) == []
+    finally:  # what a failure left behind: gone before the next test
+        for leftover in [*standins_of(model.id), *children]:
+            if alive(leftover):
+                os.kill(leftover, signal.SIGKILL)
+    assert [(x.config, x.error is not None) for x in pool.launches] == [
+        (serving.id, False), (crashing.id, False), (failing.id, True)]
+
+
+@pytest.mark.parametrize("ours", ["exits-address-in-use", "alive-on-another-address"])
+def test_a_foreign_server_on_the_port_is_not_taken_for_ours(tmp_path: Path, ours: str) -> None:
+    """A server someone else started answers on our port: ours either cannot bind it and exits, or (listening on
+    another address of the host) runs while the foreign one answers our URL; either way start() fails and the
+    foreign server is left alone."""
+    foreign = SglangServer("foreign/model", command=STANDIN, log_dir=tmp_path / "foreign", name="foreign",
+                           launch_timeout=20).start()
+    try:
+        env = {"STANDIN_ARGS": "--host 127.0.0.2"} if ours == "alive-on-another-address" else {}
+        server = SglangServer("our/model", command=STANDIN, port=foreign.port, env=env, log_dir=tmp_path / "ours",
+                              name="ours", launch_timeout=20)
+        try:
+            with pytest.raises(ServerStartError) as info:
+                server.start()
+        finally:
+            server.stop()
+        message = str(info.value)
+        if ours == "alive-on-another-address":
+            assert (f"port {foreign.port} is answered by another server (its GET /get_server_info says "
+                    f"model_path='foreign/model', port={foreign.port})") in message
+        else:
+            assert re.search(rf"right after its health check passed|port {foreign.port} is answered by another "
+                             "server", message), message
+        assert server.pid is not None and not alive(server.pid) and not server.is_running()
+        assert foreign.is_running()
+        foreign.check_alive()
+        assert foreign.served_model() == "foreign/model"
+    finally:
+        foreign.stop()
