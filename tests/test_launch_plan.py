@@ -1,6 +1,6 @@
 """The launch plan and the runtime pool that follows it, against real subprocesses (tests/standin_server.py): one
 launch per runtime configuration, sized from the model's files, the next ones started in the background while tests
-run and as many as fit, none left behind by a stop; a foreign server on the chosen port."""
+run and as many as fit, none left behind by a stop or a signal; a foreign server on the chosen port."""
 
 from __future__ import annotations
 
@@ -359,3 +359,90 @@ def test_a_foreign_server_on_the_port_is_not_taken_for_ours(tmp_path: Path, ours
         assert foreign.served_model() == "foreign/model"
     finally:
         foreign.stop()
+
+
+# ---------------------------------------------------------------- signals end the run, and its servers
+
+SIGNAL_CONFTEST = """
+import sys
+import pytest
+from pytest_lfm.runtime import RuntimePool
+
+STANDIN_PATH = {standin!r}
+
+
+@pytest.fixture(scope="session")
+def lfm_runtime_pool(tmp_path_factory):
+    pool = RuntimePool([0], tmp_path_factory.mktemp("logs"), 20, server_command=[sys.executable, STANDIN_PATH])
+    yield pool
+    pool.stop()
+"""
+SIGNAL_TEST = """
+import json
+import os
+import time
+from pathlib import Path
+
+
+def test_serves_for_a_minute(lfm_server):
+    out = Path({out!r})
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({{"pid": lfm_server.pid, "log": str(lfm_server.log_path)}}))
+    os.replace(tmp, out)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signals", ["SIGTERM", "SIGHUP", "SIGINT-twice"])
+def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: str) -> None:
+    """SIGTERM (a timeout, a CI cancel) and SIGHUP (a closed terminal) end the run as a Ctrl-C does: teardown stops
+    the server. A second Ctrl-C while a stop waits for a server that ignores SIGTERM kills it outright (the stop
+    would otherwise wait 30 s)."""
+    out = tmp_path / "server.json"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(SIGNAL_CONFTEST.format(standin=STANDIN_PATH))
+    (project / "test_signal.py").write_text(SIGNAL_TEST.format(out=str(out)))
+    server_args = ["--lfm-server-arg=--spawn-child", f"--lfm-server-arg=--marker={tmp_path}"]  # the stand-in ignores it
+    if signals == "SIGINT-twice":
+        server_args.append("--lfm-server-arg=--ignore-sigterm")
+    output = tmp_path / "pytest.log"
+    with output.open("wb") as log:
+        run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                "--lfm-model", "LiquidAI/LFM2-350M", *server_args, "test_signal.py"],
+                               cwd=project, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    pid, children = None, []
+    try:
+        wait_for(lambda: out.exists() or run.poll() is not None, 60, "the inner test wrote its server's pid")
+        assert run.poll() is None, output.read_text()
+        served = json.loads(out.read_text())
+        pid, server_log = int(served["pid"]), Path(served["log"])
+        children = child_pids(server_log)
+        assert alive(pid) and all(alive(child) for child in children)
+        sent = time.monotonic()
+        if signals == "SIGINT-twice":
+            run.send_signal(signal.SIGINT)
+            wait_for(lambda: "ignoring SIGTERM" in server_log.read_text(), 20, "the teardown's stop began")
+            time.sleep(max(0.0, 0.3 - (time.monotonic() - sent)))
+            run.send_signal(signal.SIGINT)  # lands while stop() waits for the server to exit
+        else:
+            run.send_signal(getattr(signal, signals))
+        run.wait(40)
+        took = time.monotonic() - sent
+        text = output.read_text()
+        if signals == "SIGINT-twice":
+            assert took < 20, (took, text)  # not the 30 s a stop gives a server that ignores SIGTERM
+        else:
+            assert took < 15, (took, text)
+            assert run.returncode == pytest.ExitCode.INTERRUPTED, text
+            assert f"pytest-lfm: {signals}: stopping the runtimes" in text, text
+        wait_for(lambda: not alive(pid) and not any(map(alive, children)), 5, "the server and its children gone")
+        assert group_alive(pid) == [], text
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+        for leftover in [*standins_of(str(tmp_path)), *children]:  # what a failure left: kill it, then report
+            if alive(leftover):
+                os.kill(leftover, signal.SIGKILL)
