@@ -1,6 +1,7 @@
 """The launch plan and the runtime pool that follows it, against real subprocesses (tests/standin_server.py): one
 launch per runtime configuration, sized from the model's files, the next ones started in the background while tests
-run and as many as fit, none left behind by a stop or a signal; a foreign server on the chosen port."""
+run and as many as fit, none left behind by a stop or a signal; a foreign server on the chosen port; --lfm-base-url
+checked once."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -20,7 +22,7 @@ import pytest
 from pytest_lfm.matrix import LaunchConfig, ModelSpec, load_matrix
 from pytest_lfm.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
 from pytest_lfm.runtime import Launch, RuntimePool, default_max_starting
-from pytest_lfm.server import ServerStartError, SglangServer
+from pytest_lfm.server import ExternalServer, ExternalServerError, ServerStartError, SglangServer
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_PATH = str(Path(__file__).with_name("standin_server.py"))
@@ -446,3 +448,113 @@ def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: st
         for leftover in [*standins_of(str(tmp_path)), *children]:  # what a failure left: kill it, then report
             if alive(leftover):
                 os.kill(leftover, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- --lfm-base-url
+
+
+@pytest.fixture
+def not_openai(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SglangServer]:
+    with SglangServer("standin/model", ["--models", request.param], command=STANDIN, log_dir=tmp_path,
+                      name="standin", launch_timeout=20) as server:
+        yield server
+
+
+@pytest.mark.parametrize(("not_openai", "answer"), [("404", "HTTP 404"), ("not-json", "JSONDecodeError")],
+                         indirect=["not_openai"])
+def test_a_healthy_server_without_a_model_list_is_not_usable(not_openai: SglangServer, answer: str) -> None:
+    external = ExternalServer(f"{not_openai.base_url}/v1")
+    with pytest.raises(ExternalServerError) as info:
+        external.verify()
+    message = str(info.value)
+    assert info.value.base_url == not_openai.base_url
+    assert f"the server at {not_openai.base_url} (--lfm-base-url) is healthy but not OpenAI-compatible: " \
+           f"GET {not_openai.base_url}/v1/models gave " in message and answer in message, message
+    assert "leave --lfm-base-url out" in message
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+BASE_URL_TESTS = """
+def test_server(lfm_server):
+    pass
+
+def test_client(lfm_client):
+    pass
+
+def test_name(lfm_model_name):
+    pass
+
+def test_version(lfm_sglang_version):
+    pass
+
+def test_http(lfm_http):
+    pass
+"""
+
+
+@pytest.mark.parametrize("server", ["unreachable", "not-openai"])
+def test_a_base_url_that_cannot_be_tested_stops_the_run_once(
+    pytester: pytest.Pytester, tmp_path: Path, server: str,
+) -> None:
+    if server == "unreachable":
+        url, problem, standin = f"http://127.0.0.1:{_unused_port()}", "is not usable: GET /health: ConnectError", None
+    else:
+        standin = SglangServer("standin/model", ["--models", "404"], command=STANDIN, log_dir=tmp_path,
+                               name="standin", launch_timeout=20).start()
+        url, problem = standin.base_url, "is healthy but not OpenAI-compatible"
+    try:
+        pytester.makepyfile(BASE_URL_TESTS)
+        result = pytester.runpytest("-p", "no:cacheprovider", "--lfm-base-url", url, "--lfm-model",
+                                    "LiquidAI/LFM2-350M")
+    finally:
+        if standin is not None:
+            standin.stop()
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert text.count(f"pytest-lfm: the server at {url} (--lfm-base-url) {problem}") == 1, text
+    outcomes = result.parseoutcomes()
+    assert not any(outcomes.get(key) for key in ("passed", "failed", "errors", "error")), text
+
+
+def health_hits(server: SglangServer) -> int:
+    assert server.log_path is not None
+    return server.log_path.read_text().count('"GET /health HTTP/1.1"')
+
+
+@pytest.fixture
+def external(tmp_path: Path) -> Iterator[SglangServer]:
+    with SglangServer("standin/model", command=STANDIN, log_dir=tmp_path, name="external",
+                      launch_timeout=20) as server:
+        yield server
+
+
+def test_a_base_url_is_checked_once_per_run_not_per_test(pytester: pytest.Pytester, external: SglangServer) -> None:
+    assert health_hits(external) == 0  # the start itself polls /health_generate
+    pytester.makepyfile(BASE_URL_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lfm-base-url", f"{external.base_url}/v1",
+                                "--lfm-model", "LiquidAI/LFM2-350M")
+    result.assert_outcomes(passed=5)
+    assert health_hits(external) == 1
+
+
+def test_a_failed_test_against_a_base_url_reports_the_servers_health(
+    pytester: pytest.Pytester, external: SglangServer,
+) -> None:
+    pytester.makepyfile("""
+def test_passes(lfm_server):
+    pass
+
+def test_fails(lfm_server):
+    assert False, "the answer was wrong"
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf", "--lfm-base-url", external.base_url,
+                                "--lfm-model", "LiquidAI/LFM2-350M")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*- pytest-lfm server health -*",
+                                 f"{external.base_url} after this failure: healthy"])
+    assert health_hits(external) == 2  # once when first used, once for the failure
