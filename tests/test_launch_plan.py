@@ -558,3 +558,61 @@ def test_fails(lfm_server):
     result.stdout.fnmatch_lines(["*- pytest-lfm server health -*",
                                  f"{external.base_url} after this failure: healthy"])
     assert health_hits(external) == 2  # once when first used, once for the failure
+
+
+# ---------------------------------------------------------------- known gaps: bugs in pytest_lfm, strict xfail
+# until fixed (an XPASS fails the run: then drop the mark)
+
+
+@pytest.mark.xfail(strict=True, reason="pytest_lfm/server.py: SglangServer remembers its descendants only once it "
+                   "is ready (wait_ready -> _remember_family); one that dies while starting cannot be found from its "
+                   "dead leader, and stop() leaves its detached (own-session) descendants running")
+def test_a_server_that_dies_while_starting_leaves_no_detached_descendant(tmp_path: Path) -> None:
+    server = SglangServer("standin/model", ["--spawn-child", "--crash-after-requests", "0"], command=STANDIN,
+                          log_dir=tmp_path, name="dies", launch_timeout=20)
+    children: list[int] = []
+    try:
+        with pytest.raises(ServerStartError, match="exited with code 7"):
+            server.start()  # its first health check crashes it
+        assert server.log_path is not None
+        children = child_pids(server.log_path)
+        assert [pid for pid in children if alive(pid)] == []
+    finally:
+        for leftover in children:
+            if alive(leftover):
+                os.kill(leftover, signal.SIGKILL)
+
+
+@pytest.mark.xfail(strict=True, reason="pytest_lfm/runtime.py: _acquire calls prefetch() before it starts the "
+                   "runtime the test asks for, and prefetch submits that very entry with background=True: the report "
+                   "calls a start a test waited for a background one")
+def test_a_start_a_test_waits_for_is_not_a_background_start(tmp_path: Path, model: ModelSpec) -> None:
+    config = variant(model, "asked")
+    pool = make_pool(tmp_path, [PlannedLaunch("server", config, ["t1"])], capacity_mib=2 * NEED_MIB)
+    try:
+        pool.server(config)
+        [launch] = pool.launches
+        assert not launch.background, launch
+    finally:
+        pool.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="pytest_lfm/runtime.py: test_done stops a server without waiting "
+                   "(_stop_entry wait=False) and marks it stopped at once, so the next one, sized from the free memory "
+                   "(no --max-total-tokens: it must run alone), starts while the one before still holds the GPU")
+def test_an_uncapped_server_does_not_start_while_the_one_before_is_still_stopping(
+    tmp_path: Path, model: ModelSpec,
+) -> None:
+    first_config = variant(model, "slow-to-stop", "--slow-stop", "3")  # exits 3 s after SIGTERM, as sglang can
+    second_config = variant(make_model(tmp_path, "uncapped", capped=False), "alone")
+    pool = make_pool(tmp_path, [PlannedLaunch("server", first_config, ["a1"]),
+                                PlannedLaunch("server", second_config, ["b1"])],
+                     capacity_mib=10 * NEED_MIB, max_starting=2)
+    try:
+        first = pool.server(first_config)
+        pool.test_done("a1")
+        time.sleep(0.5)  # time enough for a start in the background, had one been made
+        second_record = record(pool, second_config)
+        assert second_record is None or not first.is_running(), (second_record, first)
+    finally:
+        pool.stop()
