@@ -163,15 +163,18 @@ class RuntimePool:
         entry.urgent = True
         if isinstance(entry.runtime, SglangServer):
             entry.runtime.prioritize()
-        self.prefetch()
         waited = time.monotonic()
         try:
-            if entry.state == "idle":
+            if entry.state == "idle" and kind == "engine":
+                self.prefetch()  # the servers start while the engine starts here
                 self._make_room(entry)
-                if kind == "engine":
-                    self._start_engine(entry)
-                else:
-                    self._submit(entry, background=False)
+                self._start_engine(entry)
+            elif entry.state == "idle":
+                self._make_room(entry)
+                self._submit(entry, background=False)
+                self.prefetch()
+            else:
+                self.prefetch()
             self._wait(entry)
         finally:
             self.waits.append((waited, time.monotonic()))
@@ -227,8 +230,15 @@ class RuntimePool:
     def _alive(self) -> list[_Entry]:
         return [e for e in self._entries.values() if e.state in ("starting", "ready")]
 
+    def _holding(self) -> list[_Entry]:
+        """The runtimes that hold or will hold GPU memory: alive, or stopping in the background."""
+        stopping = {t.name for t in self._threads if t.name.startswith("lfm-stop-") and t.is_alive()
+                    and t is not threading.current_thread()}  # a stop's own prefetch: its runtime is gone
+        return [*self._alive(), *(e for e in self._entries.values()
+                                  if e.state == "stopped" and f"lfm-stop-{e.config.id}" in stopping)]
+
     def _fits(self, entry: _Entry) -> bool:
-        alive = self._alive()
+        alive = self._holding()
         if not alive:
             return True
         if entry.need_mib is None or any(e.need_mib is None for e in alive):
@@ -246,7 +256,7 @@ class RuntimePool:
             waiting = [e for e in self._entries.values() if e.planned and e.state == "idle" and e.kind == "server"
                        and e.remaining and (self.active_models is None or e.config.model.id in self.active_models)]
             for entry in start_order(waiting):
-                starting = sum(1 for e in self._entries.values() if e.state == "starting" and e.record.background)
+                starting = sum(1 for e in self._entries.values() if e.state == "starting")
                 if starting >= self.max_starting:
                     break
                 if self._fits(entry):
@@ -261,6 +271,9 @@ class RuntimePool:
         for other in [e for e in self._alive() if e.state == "starting"]:
             if not self._fits(entry):
                 self._wait(other)
+        for thread in [t for t in self._threads if t.name.startswith("lfm-stop-") and t.is_alive()]:
+            if not self._fits(entry):
+                thread.join()
         while not self._fits(entry):
             victims = [e for e in self._alive() if e.state == "ready"]
             if not victims:
@@ -390,9 +403,13 @@ class RuntimePool:
         if wait or entry.kind == "engine":
             runtime.stop()
             return
-        thread = threading.Thread(target=runtime.stop, name=f"lfm-stop-{entry.config.id}")
+        thread = threading.Thread(target=self._stop_then_prefetch, args=(runtime,), name=f"lfm-stop-{entry.config.id}")
         self._threads.append(thread)
         thread.start()
+
+    def _stop_then_prefetch(self, runtime: Runtime) -> None:
+        runtime.stop()
+        self.prefetch()  # what waited for this one's memory may start now
 
     @contextlib.contextmanager
     def quiet(self, serving: Runtime | None = None) -> Iterator[dict[str, Any]]:

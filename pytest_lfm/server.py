@@ -315,6 +315,7 @@ class SglangServer(_HttpRuntime):
         deadline = self._started_at + self.launch_timeout
         last = "no answer yet"
         while True:
+            self._remember_family()  # a start that dies leaves children only these records can find
             if self._proc.poll() is not None:
                 raise self._start_error(f"the process exited with code {self._proc.returncode}", url)
             remaining = deadline - time.monotonic()

@@ -277,7 +277,8 @@ def test_a_server_that_does_not_fit_waits_for_the_last_test_of_the_one_before(
         pool.test_done("a1")
         time.sleep(0.5)  # time enough for a start in the background, had one been made
         assert record(pool, second_config) is None, pool.launches
-        pool.test_done("a2")  # the first server's last test: it stops, and the second starts
+        pool.test_done("a2")  # the first server's last test: it stops, then the second starts
+        wait_for(lambda: record(pool, second_config) is not None, 20, "the second server started")
         first_record, second_record = record(pool, first_config), record(pool, second_config)
         assert first_record is not None and first_record.stopped_s is not None
         assert second_record is not None and second_record.background
@@ -560,13 +561,9 @@ def test_fails(lfm_server):
     assert health_hits(external) == 2  # once when first used, once for the failure
 
 
-# ---------------------------------------------------------------- known gaps: bugs in pytest_lfm, strict xfail
-# until fixed (an XPASS fails the run: then drop the mark)
+# ---------------------------------------------------------------- starts and stops at the edges
 
 
-@pytest.mark.xfail(strict=True, reason="pytest_lfm/server.py: SglangServer remembers its descendants only once it "
-                   "is ready (wait_ready -> _remember_family); one that dies while starting cannot be found from its "
-                   "dead leader, and stop() leaves its detached (own-session) descendants running")
 def test_a_server_that_dies_while_starting_leaves_no_detached_descendant(tmp_path: Path) -> None:
     server = SglangServer("standin/model", ["--spawn-child", "--crash-after-requests", "0"], command=STANDIN,
                           log_dir=tmp_path, name="dies", launch_timeout=20)
@@ -583,9 +580,6 @@ def test_a_server_that_dies_while_starting_leaves_no_detached_descendant(tmp_pat
                 os.kill(leftover, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="pytest_lfm/runtime.py: _acquire calls prefetch() before it starts the "
-                   "runtime the test asks for, and prefetch submits that very entry with background=True: the report "
-                   "calls a start a test waited for a background one")
 def test_a_start_a_test_waits_for_is_not_a_background_start(tmp_path: Path, model: ModelSpec) -> None:
     config = variant(model, "asked")
     pool = make_pool(tmp_path, [PlannedLaunch("server", config, ["t1"])], capacity_mib=2 * NEED_MIB)
@@ -597,9 +591,6 @@ def test_a_start_a_test_waits_for_is_not_a_background_start(tmp_path: Path, mode
         pool.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="pytest_lfm/runtime.py: test_done stops a server without waiting "
-                   "(_stop_entry wait=False) and marks it stopped at once, so the next one, sized from the free memory "
-                   "(no --max-total-tokens: it must run alone), starts while the one before still holds the GPU")
 def test_an_uncapped_server_does_not_start_while_the_one_before_is_still_stopping(
     tmp_path: Path, model: ModelSpec,
 ) -> None:
