@@ -396,6 +396,12 @@ def test_serves_for_a_minute(lfm_server):
 """
 
 
+def default_hangup() -> None:
+    """The inner run starts with SIGHUP at its default, also under `nohup` (which ignores it for everything it
+    starts; the plugin leaves an ignored signal ignored)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signals", ["SIGTERM", "SIGHUP", "SIGINT-twice"])
 def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: str) -> None:
     """SIGTERM (a timeout, a CI cancel) and SIGHUP (a closed terminal) end the run as a Ctrl-C does: teardown stops
@@ -414,7 +420,7 @@ def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: st
         run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
                                 "--lfm-model", "LiquidAI/LFM2-350M", *server_args, "test_signal.py"],
                                cwd=project, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=default_hangup)
     pid, children = None, []
     try:
         wait_for(lambda: out.exists() or run.poll() is not None, 60, "the inner test wrote its server's pid")
