@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_lfm import hosts
-from pytest_lfm.engine import SglangEngine, release_cached_cuda_memory
+from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.plan import PlannedLaunch, estimate_mib, launch_key
-from pytest_lfm.server import SglangServer
+from pytest_lfm.server import SglangServer, child_setup
 
 Runtime = SglangServer | SglangEngine
 USABLE_SHARE = 0.85
@@ -26,7 +28,9 @@ USABLE_SHARE = 0.85
 PROGRESS_EVERY = 15.0
 BACKGROUND_NICENESS = 10
 """CPU priority of a start no test waits for yet: it takes the cores the starts that tests wait for leave idle."""
-_BUILD_LOCK = threading.Lock()  # micro training seeds torch's global RNG: one build at a time keeps it deterministic
+BUILD_COMMAND = (sys.executable, "-m", "pytest_lfm.cli", "micro", "build", "--verbose")
+"""How a micro checkpoint is built: in a process of its own, so builds run side by side on the GPU and none of their
+memory lands in this process, where an engine's is counted."""
 
 
 SOON = 3
@@ -82,6 +86,10 @@ def start_order(waiting: Sequence[_Entry]) -> list[_Entry]:
     return soon + sorted(later, key=lambda e: e.config.profile == "default")
 
 
+class MicroBuildError(RuntimeError):
+    """A micro checkpoint could not be built."""
+
+
 class RuntimePool:
     """Owns this worker's GPUs and every runtime on them."""
 
@@ -108,6 +116,9 @@ class RuntimePool:
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lfm-launch")
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self.build_command = list(BUILD_COMMAND)
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._builds: set[subprocess.Popen[str]] = set()
         for planned in plan:
             self._entries[planned.key] = self._entry(planned.kind, planned.config, set(planned.tests), True)
 
@@ -295,28 +306,59 @@ class RuntimePool:
         return str(self._build(config.model.micro))
 
     def _build(self, name: str) -> Path:
-        """Micro checkpoint ``name``, built now if it is not cached (one build at a time in this process), with the
-        CUDA memory its training cached here given back."""
+        """Micro checkpoint ``name``, built now (in a process of its own, its progress logged) if it is not cached."""
         from pytest_lfm import micro
 
-        with _BUILD_LOCK:
-            if micro.is_built(micro.checkpoint_dir(name)):
-                return micro.checkpoint_dir(name)
-            self.log(f"building micro checkpoint {name} (once; cached)")
-            path = micro.build(name, log=lambda line: self.log(f"micro {name}: {line}"))
-            release_cached_cuda_memory()
+        with self._lock:
+            lock = self._build_locks.setdefault(name, threading.Lock())
+        with lock:
+            path = micro.checkpoint_dir(name)
+            if micro.is_built(path):
+                return path
+            if self._closing:
+                raise MicroBuildError(f"micro checkpoint {name} not built: the run is stopping")
+            self.log(f"building micro checkpoint {name} (once; cached in {path.parent})")
+            proc = subprocess.Popen([*self.build_command, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace", preexec_fn=child_setup(0))
+            self._builds.add(proc)
+            tail: list[str] = []
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    line = line.rstrip()
+                    tail = [*tail[-19:], line]
+                    self.log(f"micro {name}: {line}")
+                code = proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                self._builds.discard(proc)
+            if code != 0 or not micro.is_built(path):
+                last, command = "\n".join(tail[-10:]), " ".join([*self.build_command, name])
+                raise MicroBuildError(f"micro checkpoint {name} did not build (`{command}` exited with code {code}); "
+                                      f"its last output:\n{last}\nRun "
+                                      f"`pytest-lfm micro build {name} --verbose` to see the whole build.")
             return path
-
-    def _build_all(self) -> None:
-        """Every micro checkpoint the plan needs: an engine's memory is counted in this process, where training
-        would run."""
-        for name in sorted({e.config.model.micro for e in self._entries.values() if e.config.model.micro}):
-            self._build(name)
 
     def _submit(self, entry: _Entry, *, background: bool) -> None:
         with self._lock:
             self._begin(entry, background)
-        self._launcher.submit(self._launch_server, entry)
+        if entry.config.model.micro is None:
+            self._launcher.submit(self._launch_server, entry)
+            return
+        thread = threading.Thread(target=self._build_then_launch, args=(entry,), daemon=True,
+                                  name=f"lfm-build-{entry.config.id}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _build_then_launch(self, entry: _Entry) -> None:
+        """Builds run side by side, each on a thread of its own; the launch itself goes to the launcher thread."""
+        try:
+            self._model_path(entry.config)
+            self._launcher.submit(self._launch_server, entry)
+        except BaseException as exc:  # a failed build, or the pool stopping (the launcher refuses new work)
+            self._finish(entry, exc)
 
     def _launch_server(self, entry: _Entry) -> None:
         """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): build the
@@ -359,7 +401,6 @@ class RuntimePool:
         kwargs: dict[str, Any] = config.engine_kwargs()
         kwargs.pop("dtype", None)
         try:
-            self._build_all()
             entry.runtime = SglangEngine(self._model_path(config), dtype=config.dtype, gpus=entry.record.gpus,
                                          env=config.environment(), **kwargs)
         except BaseException as exc:
@@ -445,11 +486,14 @@ class RuntimePool:
     def stop(self) -> None:
         """Stop every runtime (those still starting too) and wait for the stops; safe to call more than once."""
         self.prefetching, self._closing = False, True
+        for build in list(self._builds):
+            with contextlib.suppress(OSError):
+                build.terminate()
         self._launcher.shutdown(wait=True, cancel_futures=True)
         for entry in list(self._entries.values()):
             self._stop_entry(entry, wait=True)
         for thread in list(self._threads):
-            if thread.name.startswith("lfm-stop-"):
+            if thread.name.startswith(("lfm-stop-", "lfm-build-")):
                 thread.join()
 
     # ------------------------------------------------------------ the time split

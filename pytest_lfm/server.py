@@ -167,7 +167,7 @@ def _get_json(url: str, timeout: float = 10.0) -> Any:
     return response.json()
 
 
-def _child_setup(niceness: int) -> Callable[[], None]:
+def child_setup(niceness: int) -> Callable[[], None]:
     """In the child before exec: SIGTERM this process when the thread that started it exits (Linux), so a server
     cannot outlive a pytest that was killed outright (SIGKILL runs no handler); then lower its CPU priority by
     ``niceness`` (a start nobody waits for yet leaves the CPU to those the tests wait for)."""
@@ -290,7 +290,7 @@ class SglangServer(_HttpRuntime):
                 self._started_at = time.monotonic()
                 self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                              preexec_fn=_child_setup(self.niceness) if sys.platform == "linux"
+                                              preexec_fn=child_setup(self.niceness) if sys.platform == "linux"
                                               else None)
             self.pid = self._proc.pid
             _RUNNING.add(self)

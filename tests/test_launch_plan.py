@@ -613,3 +613,72 @@ def test_an_uncapped_server_does_not_start_while_the_one_before_is_still_stoppin
         assert second_record is None or not first.is_running(), (second_record, first)
     finally:
         pool.stop()
+
+
+FAKE_BUILD = """
+import json, os, sys, time
+from pytest_lfm import micro
+name = sys.argv[-1]
+log = os.path.join(os.environ["FAKE_BUILD_LOG"])
+with open(log, "a") as f:
+    f.write(f"start {name} {time.time()}\\n")
+print(f"step 1 loss 2.5 ({name})", flush=True)
+time.sleep(1.0)
+if os.environ.get("FAKE_BUILD_FAILS") == name:
+    print("CUDA error: out of memory", flush=True)
+    sys.exit(3)
+path = micro.checkpoint_dir(name)
+path.mkdir(parents=True, exist_ok=True)
+(path / "config.json").write_text(json.dumps({"model_type": "lfm2"}))
+(path / micro.INFO_FILE).write_text("{}")
+with open(log, "a") as f:
+    f.write(f"end {name} {time.time()}\\n")
+"""
+
+
+@pytest.fixture
+def fake_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Micro checkpoints 'built' by a script that logs a step and writes the build record, 1 s each."""
+    monkeypatch.setenv("LFM_MICRO_CACHE", str(tmp_path / "micro"))
+    monkeypatch.setenv("FAKE_BUILD_LOG", str(tmp_path / "builds.log"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    script = tmp_path / "fake_build.py"
+    script.write_text(FAKE_BUILD)
+    return script
+
+
+def test_micro_checkpoints_build_side_by_side_each_in_a_process_of_its_own(tmp_path: Path, fake_builds: Path) -> None:
+    matrix = load_matrix()
+    dense, moe = (LaunchConfig(matrix.get(name)) for name in ("micro-dense", "micro-moe"))  # type: ignore[arg-type]
+    logged: list[str] = []
+    pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"]), PlannedLaunch("server", moe, ["b"])],
+                     capacity_mib=10 * NEED_MIB, max_starting=2, log=logged.append)
+    pool.build_command = [sys.executable, str(fake_builds)]
+    try:
+        server = pool.server(dense)
+        assert server.is_running()
+        pool.server(moe)
+    finally:
+        pool.stop()
+    events = {tuple(line.split()[:2]): float(line.split()[2])
+              for line in (tmp_path / "builds.log").read_text().splitlines()}
+    assert events[("start", "moe")] < events[("end", "dense")], events  # the second began before the first ended
+    assert "micro dense: step 1 loss 2.5 (dense)" in logged, logged
+    assert not [child for child in psutil.Process().children(recursive=True) if child.is_running()
+                and child.status() != psutil.STATUS_ZOMBIE and str(fake_builds) in child.cmdline()]
+
+
+def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path: Path, fake_builds: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_BUILD_FAILS", "dense")
+    dense = LaunchConfig(load_matrix().get("micro-dense"))  # type: ignore[arg-type]
+    pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"])], capacity_mib=10 * NEED_MIB)
+    pool.build_command = [sys.executable, str(fake_builds)]
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)micro checkpoint dense did not build .*exited with code 3.*"
+                                               r"CUDA error: out of memory.*pytest-lfm micro build dense --verbose"):
+            pool.server(dense)
+        [launch] = pool.launches
+        assert launch.error and "did not build" in launch.error
+    finally:
+        pool.stop()
