@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import signal
@@ -155,8 +156,12 @@ class Messages:
         with self.lock:
             lines, self.queue = self.queue, []
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        for line in lines:
-            if terminal is not None:
+        if terminal is None or not lines:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        # during a test's setup or call pytest captures the output: a passing test's would be dropped
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            for line in lines:
                 terminal.write_line(line)
 
 

@@ -682,3 +682,33 @@ def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path
         assert launch.error and "did not build" in launch.error
     finally:
         pool.stop()
+
+
+POOL_MESSAGES = """
+import threading
+import pytest
+from pytest_lfm.plugin import MESSAGES
+
+@pytest.fixture
+def runtime(request):
+    say = request.config.stash[MESSAGES]
+    say("starting server x")  # from the main thread, during the setup pytest captures
+    worker = threading.Thread(target=say, args=("micro dense: step 100 loss 0.5 (3s)",))
+    worker.start()
+    worker.join()
+    say("waiting for server x (15 s)")
+    return "x"
+
+def test_uses_the_runtime(runtime):
+    assert runtime == "x"
+"""
+
+
+def test_the_pools_messages_reach_the_terminal_while_pytest_captures_a_test(pytester: pytest.Pytester) -> None:
+    """A start, a build's progress and a wait are shown while a passing test sets up, not swallowed with its
+    captured output."""
+    pytester.makepyfile(POOL_MESSAGES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*pytest-lfm: starting server x*", "*pytest-lfm: micro dense: step 100 loss 0.5*",
+                                 "*pytest-lfm: waiting for server x (15 s)*"])
