@@ -202,6 +202,12 @@ class SglangEngine:
     def is_running(self) -> bool:
         return self._running
 
+    def kill(self) -> None:
+        """SIGKILL the processes the engine spawned, now (from a signal handler; stop() then finds them gone)."""
+        for proc in _descendants() - self._before:
+            with suppress(psutil.Error):
+                proc.kill()
+
     def stop(self) -> None:
         """Shut the engine down, kill what it spawned and left, wait for its GPUs' memory (warn if it stays)."""
         if not self._running:

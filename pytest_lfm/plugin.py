@@ -22,7 +22,7 @@ from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, Matr
 from pytest_lfm.micro.script import Script, load_script
 from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
 from pytest_lfm.runtime import RuntimePool, default_max_starting
-from pytest_lfm.server import ExternalServer, ExternalServerError, SglangServer
+from pytest_lfm.server import ExternalServer, ExternalServerError, SglangServer, kill_all
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -32,6 +32,7 @@ POOL = pytest.StashKey[RuntimePool | None]()
 PLAN = pytest.StashKey[Sequence[plan.PlannedLaunch]]()
 EXTERNAL = pytest.StashKey[ExternalServer]()
 MESSAGES = pytest.StashKey["Messages"]()
+SIGNAL_HANDLERS = pytest.StashKey[dict[int, Any]]()  # the handlers the run replaced, restored at its end
 CURRENT_MODEL = pytest.StashKey[str]()  # the model of the test being set up (xdist: which models this worker runs)
 
 NO_RUNTIME = ("no CUDA GPU here and no --lfm-base-url: the suites that need an sglang runtime run on a GPU host, "
@@ -115,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PLAN] = []
     config.stash[MESSAGES] = Messages(config)
     config.pluginmanager.register(RuntimeHooks(config), "lfm-runtime")
-    _end_on_signals()
+    _end_on_signals(config)
     report.register(config)
 
 
@@ -123,18 +124,38 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: pytest ends the run as on Ctrl-C (teardown, report), so no runtime outlives it."""
 
 
-def _end_on_signals() -> None:
+def _end_on_signals(config: pytest.Config) -> None:
     """Turn SIGTERM and SIGHUP (a `timeout`, a CI cancel, a closed terminal) into an interrupt, where nobody else
-    handles them: pytest then tears the runtimes down as after a Ctrl-C."""
+    handles them: pytest then tears the runtimes down as after a Ctrl-C. The second signal of any of these (a
+    second Ctrl-C while pytest tears down and reports) kills the runtimes at once instead of breaking that teardown;
+    a third interrupts whatever still waits."""
     if threading.current_thread() is not threading.main_thread():
         return
+    received = 0
 
     def interrupt(signum: int, frame: object) -> None:
-        raise Terminated(f"pytest-lfm: {signal.Signals(signum).name}: stopping the runtimes")
+        nonlocal received
+        received += 1
+        name = signal.Signals(signum).name
+        if received == 2:
+            with contextlib.suppress(Exception):
+                config.stash[MESSAGES].write_now(f"pytest-lfm: {name} again: killing the runtimes now (once more "
+                                                 "to stop waiting for them)")
+            pool = config.stash.get(POOL, None)
+            if pool is not None:
+                pool.kill()  # its builds and engines too
+            kill_all()  # also those of pools and factories of the user's own
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(f"pytest-lfm: {name}: stopping the runtimes")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, interrupt)
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        if handler in (signal.SIG_DFL, None) or (sig == signal.SIGINT and handler is signal.default_int_handler):
+            previous[sig] = signal.signal(sig, interrupt)
+    config.stash[SIGNAL_HANDLERS] = previous
 
 
 class Messages:
@@ -151,6 +172,12 @@ class Messages:
             self.queue.append(f"pytest-lfm: {message}")
         if threading.current_thread() is threading.main_thread():
             self.flush()
+
+    def write_now(self, line: str) -> None:
+        """From a signal handler: no lock (the interrupted code may hold it), straight to the terminal."""
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(line)
 
     def flush(self) -> None:
         with self.lock:
@@ -175,6 +202,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     pool = config.stash.get(POOL, None)
     if pool is not None:
         pool.stop()
+    for sig, handler in config.stash.get(SIGNAL_HANDLERS, {}).items():
+        signal.signal(sig, handler)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -216,6 +216,12 @@ def _stop_leftovers() -> None:
         server.stop()
 
 
+def kill_all() -> None:
+    """SIGKILL every server this process launched and has not stopped yet, now (safe in a signal handler)."""
+    for server in list(_RUNNING):
+        server.kill()
+
+
 class SglangServer(_HttpRuntime):
     """An sglang server subprocess in its own session: start() (or launch() then wait_ready()) waits for
     GET /health_generate == 200 from this very server, stop() leaves no process of it and (with ``gpus``) waits
@@ -439,6 +445,17 @@ class SglangServer(_HttpRuntime):
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
                 proc.resume()
+
+    def kill(self) -> None:
+        """SIGKILL the process group and every process it was seen to have, now (safe in a signal handler)."""
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for member in list(self._family.values()):
+            with contextlib.suppress(psutil.Error):
+                member.kill()  # psutil checks it is still the process seen (not a reused pid)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout``, kill stragglers (its session and every process it

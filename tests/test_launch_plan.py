@@ -402,18 +402,19 @@ def default_hangup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("signals", ["SIGTERM", "SIGHUP", "SIGINT-twice"])
+@pytest.mark.parametrize("signals", ["SIGTERM", "SIGHUP", "SIGINT-twice", "SIGINT-at-once"])
 def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: str) -> None:
     """SIGTERM (a timeout, a CI cancel) and SIGHUP (a closed terminal) end the run as a Ctrl-C does: teardown stops
     the server. A second Ctrl-C while a stop waits for a server that ignores SIGTERM kills it outright (the stop
-    would otherwise wait 30 s)."""
+    would otherwise wait 30 s); one right after the first (while pytest reports it) does the same without breaking
+    pytest's teardown and report into a raw traceback."""
     out = tmp_path / "server.json"
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(SIGNAL_CONFTEST.format(standin=STANDIN_PATH))
     (project / "test_signal.py").write_text(SIGNAL_TEST.format(out=str(out)))
     server_args = ["--lfm-server-arg=--spawn-child", f"--lfm-server-arg=--marker={tmp_path}"]  # the stand-in ignores it
-    if signals == "SIGINT-twice":
+    if signals.startswith("SIGINT"):
         server_args.append("--lfm-server-arg=--ignore-sigterm")
     output = tmp_path / "pytest.log"
     with output.open("wb") as log:
@@ -435,13 +436,20 @@ def test_a_signal_ends_the_run_and_stops_its_servers(tmp_path: Path, signals: st
             wait_for(lambda: "ignoring SIGTERM" in server_log.read_text(), 20, "the teardown's stop began")
             time.sleep(max(0.0, 0.3 - (time.monotonic() - sent)))
             run.send_signal(signal.SIGINT)  # lands while stop() waits for the server to exit
+        elif signals == "SIGINT-at-once":
+            run.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+            run.send_signal(signal.SIGINT)
         else:
             run.send_signal(getattr(signal, signals))
         run.wait(40)
         took = time.monotonic() - sent
         text = output.read_text()
-        if signals == "SIGINT-twice":
+        if signals.startswith("SIGINT"):
             assert took < 20, (took, text)  # not the 30 s a stop gives a server that ignores SIGTERM
+            assert run.returncode == pytest.ExitCode.INTERRUPTED, text
+            assert "pytest-lfm: SIGINT again: killing the runtimes now" in text, text
+            assert "Traceback (most recent call last)" not in text, text
         else:
             assert took < 15, (took, text)
             assert run.returncode == pytest.ExitCode.INTERRUPTED, text
