@@ -43,8 +43,8 @@ import openai
 import pytest
 
 from pytest_lfm import checks
-from pytest_lfm.latency import load_tokenizer
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.measure.workload import load_tokenizer
 from pytest_lfm.micro.render import template_messages
 from pytest_lfm.micro.script import Script, Turn
 from pytest_lfm.report import note

@@ -1,7 +1,7 @@
 """Latency: TTFT, TPOT, ITL, E2E and output throughput of the streaming chat API against the matrix's budgets.
 
 Source: issue 6; definitions and workload of ``sglang.bench_serving --backend sglang-oai-chat --dataset-name random-ids
---random-range-ratio 1.0`` (pytest_lfm/latency.py). Budgets apply at concurrency 1 for the GPU and launch profile
+--random-range-ratio 1.0`` (pytest_lfm/measure/). Budgets apply at concurrency 1 for the GPU and launch profile
 they name; other GPUs, profiles and the concurrency-N load are reported, not failed. Every request must succeed and
 produce the requested number of tokens. The figures go to pytest-benchmark (``extra_info``; ``--benchmark-save`` /
 ``--benchmark-compare``) and to the qualification report.
@@ -15,18 +15,11 @@ from typing import Any
 import pytest
 
 from pytest_lfm import hosts
-from pytest_lfm.latency import (
-    FIDELITY_TOLERANCE,
-    LatencyResult,
-    Workload,
-    fidelity_ratios,
-    fidelity_runs,
-    judge,
-    load_tokenizer,
-    measure,
-    normalized_fidelity_ratios,
-)
 from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.measure.client import measure
+from pytest_lfm.measure.fidelity import FIDELITY_TOLERANCE, fidelity_ratios, fidelity_runs, normalized_fidelity_ratios
+from pytest_lfm.measure.stats import LatencyResult, judge
+from pytest_lfm.measure.workload import Workload, load_tokenizer
 from pytest_lfm.report import note
 from pytest_lfm.server import ExternalServer, SglangServer
 from pytest_lfm.settings import Settings

@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from pytest_lfm import checks, hosts
-from pytest_lfm.latency import Workload, load_tokenizer, measure
 from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.measure.client import measure
+from pytest_lfm.measure.workload import Workload, load_tokenizer
 from pytest_lfm.report import note
 from pytest_lfm.server import ExternalServer, SglangServer
 

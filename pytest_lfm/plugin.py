@@ -16,9 +16,10 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts, latency, plan, recording, report
+from pytest_lfm import hosts, plan, recording, report
 from pytest_lfm.engine import SglangEngine
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
+from pytest_lfm.measure.fidelity import FIDELITY_MARKER
 from pytest_lfm.micro.script import Script, load_script
 from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
 from pytest_lfm.runtime import RuntimePool, default_max_starting
@@ -112,7 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "loadgroup"  # all tests of one model on one worker (xdist_group marks below)
     if getattr(config, "workerinput", {}).get("lfm_loadgroup"):
         config.option.loadgroup = True  # a worker derives loadgroup from its own arguments: see pytest_configure_node
-    config.addinivalue_line("markers", latency.FIDELITY_MARKER)
+    config.addinivalue_line("markers", FIDELITY_MARKER)
     config.stash[PLAN] = []
     config.stash[MESSAGES] = Messages(config)
     config.pluginmanager.register(RuntimeHooks(config), "lfm-runtime")

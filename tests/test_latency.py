@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
-from pytest_lfm import latency
-from pytest_lfm.latency import LatencyResult, RequestTiming, Verdict, Workload, judge, summarize
+from pytest_lfm.measure import metrics as server_metrics
+from pytest_lfm.measure.bench_serving import bench_serving_command
+from pytest_lfm.measure.client import chat_payload, measure, stream_chat
+from pytest_lfm.measure.fidelity import fidelity_ratios, fidelity_runs, interleaved_rounds, normalized_fidelity_ratios
+from pytest_lfm.measure.metrics import latency_totals_from_metrics, observed, server_latency_totals, server_means
+from pytest_lfm.measure.stats import LatencyResult, RequestTiming, Verdict, judge, summarize
+from pytest_lfm.measure.workload import Prompt, Workload, load_tokenizer, random_ids_prompts
 
 
 class FakeTokenizer:
@@ -95,24 +100,24 @@ def test_random_ids_prompts_equal_bench_servings() -> None:
     np.random.seed(7)
     theirs = random_ds.sample_random_requests(input_len=12, output_len=5, num_prompts=6, range_ratio=1.0,
                                               tokenizer=FakeTokenizer(), dataset_path="", random_sample=False)
-    ours = latency.random_ids_prompts(FakeTokenizer(), 12, 5, 6, seed=7)
+    ours = random_ids_prompts(FakeTokenizer(), 12, 5, 6, seed=7)
     assert [(p.text, p.prompt_len, p.output_len) for p in ours] == [(r.prompt, r.prompt_len, r.output_len)
                                                                     for r in theirs]
 
 
 def test_random_ids_prompts_fixed_lengths() -> None:
-    prompts = latency.random_ids_prompts(FakeTokenizer(), 10, 4, 3, seed=1)
+    prompts = random_ids_prompts(FakeTokenizer(), 10, 4, 3, seed=1)
     assert [len(p.text.split()) for p in prompts] == [9, 9, 9]  # one special token added by the server's encode
     assert len({p.text for p in prompts}) == 3
 
 
 def test_chat_payload_is_bench_servings() -> None:
-    prompt = latency.Prompt("hi", 1, 128)
-    body = latency.chat_payload("m", prompt)
+    prompt = Prompt("hi", 1, 128)
+    body = chat_payload("m", prompt)
     assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 128,
                     "stream": True, "temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True},
                     "skip_special_tokens": False}
-    assert latency.chat_payload("m", prompt, max_tokens=32)["max_completion_tokens"] == 32
+    assert chat_payload("m", prompt, max_tokens=32)["max_completion_tokens"] == 32
 
 
 # ---------------------------------------------------------------- a fake streaming server
@@ -218,7 +223,7 @@ def fake_server() -> Iterator[str]:
 def test_measure_against_a_streaming_server(fake_server: str) -> None:
     _Handler.seen.clear()
     workload = Workload(input_len=16, output_len=6, num_prompts=4, concurrency=2, warmup_requests=2)
-    result = latency.measure(fake_server, "fake-model", FakeTokenizer(), workload)
+    result = measure(fake_server, "fake-model", FakeTokenizer(), workload)
     assert (result.completed, result.failed, result.short_requests) == (4, 0, 0)
     assert result.total_output_tokens == 24 and result.total_prompt_tokens == 28
     assert FIRST * 1000 <= result.mean_ttft_ms < FIRST * 1000 + 40  # the role-only chunk is not the first token
@@ -229,38 +234,38 @@ def test_measure_against_a_streaming_server(fake_server: str) -> None:
 
 def test_failed_requests_are_counted_with_their_error(fake_server: str) -> None:
     workload = Workload(input_len=4, output_len=2, num_prompts=3, warmup_requests=0)
-    result = latency.measure(fake_server, "other-model", FakeTokenizer(), workload)
+    result = measure(fake_server, "other-model", FakeTokenizer(), workload)
     assert result.failed == 3 and result.completed == 0
     assert result.errors and result.errors[0].startswith("HTTP 400") and "unknown model" in result.errors[0]
 
 
 def test_failing_warmup_stops_the_run(fake_server: str) -> None:
     with pytest.raises(RuntimeError, match="every warmup request"):
-        latency.measure(fake_server, "other-model", FakeTokenizer(), Workload(input_len=4, output_len=2,
-                                                                               num_prompts=1, warmup_requests=1))
+        measure(fake_server, "other-model", FakeTokenizer(), Workload(input_len=4, output_len=2,
+                                                                       num_prompts=1, warmup_requests=1))
 
 
 def test_an_error_inside_the_stream_fails_the_request(fake_server: str) -> None:
-    result = latency.measure(fake_server, "error-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
-                                                                                num_prompts=2, warmup_requests=0))
+    result = measure(fake_server, "error-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                        num_prompts=2, warmup_requests=0))
     assert result.failed == 2 and "out of memory" in result.errors[0]
 
 
 def test_reasoning_content_counts_as_content(fake_server: str) -> None:
-    payload = latency.chat_payload("reasoning-model", latency.Prompt("x", 1, 3))
-    timing = asyncio.run(latency.stream_chat(fake_server, payload))
+    payload = chat_payload("reasoning-model", Prompt("x", 1, 3))
+    timing = asyncio.run(stream_chat(fake_server, payload))
     assert timing.success and timing.ttft >= FIRST and len(timing.itl) == 2 and timing.output_len == 3
 
 
 def test_special_tokens_only_answers_are_timed_through_skip_special_tokens_false(fake_server: str) -> None:
-    result = latency.measure(fake_server, "specials-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
-                                                                                   num_prompts=2, warmup_requests=0))
+    result = measure(fake_server, "specials-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                           num_prompts=2, warmup_requests=0))
     assert result.completed == 2 and result.no_content_requests == 0 and result.mean_ttft_ms >= FIRST * 1000
 
 
 def test_streams_without_content_are_counted_not_timed(fake_server: str) -> None:
-    result = latency.measure(fake_server, "silent-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
-                                                                                 num_prompts=2, warmup_requests=0))
+    result = measure(fake_server, "silent-model", FakeTokenizer(), Workload(input_len=4, output_len=3,
+                                                                         num_prompts=2, warmup_requests=0))
     assert result.completed == 2 and result.no_content_requests == 2 and result.mean_ttft_ms == 0.0
 
 
@@ -304,9 +309,9 @@ def test_budget_lookup_from_the_matrix() -> None:
 
 
 def test_bench_serving_command_mirrors_the_workload(tmp_path: Any) -> None:
-    cmd = latency.bench_serving_command("http://h:1", "m", "/tok", Workload(input_len=5, output_len=3,
-                                                                             num_prompts=7, concurrency=2),
-                                        tmp_path / "o.jsonl")
+    cmd = bench_serving_command("http://h:1", "m", "/tok", Workload(input_len=5, output_len=3,
+                                                                     num_prompts=7, concurrency=2),
+                                tmp_path / "o.jsonl")
     text = " ".join(cmd)
     for part in ("-m sglang.bench_serving", "--backend sglang-oai-chat", "--dataset-name random-ids",
                  "--random-range-ratio 1.0", "--random-input-len 5", "--random-output-len 3", "--num-prompts 7",
@@ -317,11 +322,11 @@ def test_bench_serving_command_mirrors_the_workload(tmp_path: Any) -> None:
 
 def test_fidelity_ratios() -> None:
     ours = _result(mean_ttft_ms=10.0, mean_tpot_ms=1.0, mean_itl_ms=1.0, mean_e2e_ms=100.0)
-    ratios = latency.fidelity_ratios([ours], [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
-                                              "mean_e2e_latency_ms": 100.0}])
+    ratios = fidelity_ratios([ours], [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.98, "mean_itl_ms": 0,
+                                      "mean_e2e_latency_ms": 100.0}])
     assert ratios == pytest.approx({"ttft": 1.0, "tpot": 1 / 0.98, "e2e": 1.0})
-    medians = latency.fidelity_ratios([_result(median_ttft_ms=9.0, median_tpot_ms=1.0)],
-                                      [{"median_ttft_ms": 10.0, "median_tpot_ms": 1.25}])
+    medians = fidelity_ratios([_result(median_ttft_ms=9.0, median_tpot_ms=1.0)],
+                              [{"median_ttft_ms": 10.0, "median_tpot_ms": 1.25}])
     assert medians["median_ttft"] == pytest.approx(0.9) and medians["median_tpot"] == pytest.approx(0.8)
 
 
@@ -340,10 +345,10 @@ def test_fidelity_over_rounds_is_the_ratio_of_the_means_and_the_rounds_go_abba()
         calls.append("bench")
         return next(benches)
 
-    runs = latency.interleaved_rounds(ours, bench)
+    runs = interleaved_rounds(ours, bench)
     assert calls == ["ours", "bench", "bench", "ours", "bench", "ours", "ours", "bench"]
-    assert latency.fidelity_ratios(*runs) == pytest.approx({"ttft": 1.0, "tpot": 1.0, "itl": 1.0, "e2e": 1.0})
-    assert latency.fidelity_ratios(runs[0][:1], runs[1][:1])["ttft"] == pytest.approx(10 / 11)
+    assert fidelity_ratios(*runs) == pytest.approx({"ttft": 1.0, "tpot": 1.0, "itl": 1.0, "e2e": 1.0})
+    assert fidelity_ratios(runs[0][:1], runs[1][:1])["ttft"] == pytest.approx(10 / 11)
 
 
 def test_normalized_ratios_divide_each_run_by_the_servers_own_figures() -> None:
@@ -352,11 +357,11 @@ def test_normalized_ratios_divide_each_run_by_the_servers_own_figures() -> None:
     bench = [{"mean_ttft_ms": 10.0, "mean_tpot_ms": 0.55}, {"mean_ttft_ms": 20.0, "mean_tpot_ms": 1.1}]
     ours_server = [{"ttft_ms": 20.0, "itl_ms": 1.0}, {"ttft_ms": 10.0, "itl_ms": 0.5}]
     bench_server = [{"ttft_ms": 10.0, "itl_ms": 0.5}, {"ttft_ms": 20.0, "itl_ms": 1.0}]
-    assert latency.normalized_fidelity_ratios(ours, bench, ours_server, bench_server) == pytest.approx(
+    assert normalized_fidelity_ratios(ours, bench, ours_server, bench_server) == pytest.approx(
         {"ttft": 1.1 / 1.0, "tpot": 1.0})
-    assert latency.normalized_fidelity_ratios(ours, bench, [None, ours_server[1]], bench_server) == {}
-    assert latency.server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.0, 9)}) is None
-    assert latency.server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.1, 9)}) == (
+    assert normalized_fidelity_ratios(ours, bench, [None, ours_server[1]], bench_server) == {}
+    assert server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.0, 9)}) is None
+    assert server_means({"ttft": (1.0, 2), "itl": (1.0, 5)}, {"ttft": (1.5, 3), "itl": (1.1, 9)}) == (
         pytest.approx({"ttft_ms": 500.0, "itl_ms": 25.0}))
 
 
@@ -364,16 +369,16 @@ def test_server_means_come_from_the_metrics_histograms(
     fake_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workload = Workload(input_len=4, output_len=5, num_prompts=3, warmup_requests=0, flush_cache=False)
-    _, means = latency.observed(fake_server, lambda: latency.measure(fake_server, "fake-model", FakeTokenizer(),
-                                                                     workload))
+    _, means = observed(fake_server, lambda: measure(fake_server, "fake-model", FakeTokenizer(),
+                                                     workload))
     assert means is not None
     assert FIRST * 1000 <= means["ttft_ms"] < FIRST * 1000 + 20 and GAP * 1000 <= means["itl_ms"] < GAP * 1000 + 10
-    assert latency.server_means(latency.server_latency_totals(fake_server),
-                                latency.server_latency_totals(fake_server)) is None  # nothing served in between
+    assert server_means(server_latency_totals(fake_server),
+                        server_latency_totals(fake_server)) is None  # nothing served in between
     monkeypatch.setattr(_Handler, "metrics", False)
-    assert latency.server_latency_totals(fake_server) is None
-    assert latency.observed(fake_server, lambda: 1) == (1, None)
-    assert latency.server_latency_totals("http://127.0.0.1:9") is None  # nothing listening
+    assert server_latency_totals(fake_server) is None
+    assert observed(fake_server, lambda: 1) == (1, None)
+    assert server_latency_totals("http://127.0.0.1:9") is None  # nothing listening
 
 
 MULTIPROCESS_EXPOSITION = """
@@ -399,10 +404,10 @@ def test_server_totals_from_sglangs_multiprocess_exposition(tmp_path: Any) -> No
     histogram's count is the sum of its buckets: the interval sum over the token count is the mean ITL per token."""
     text = subprocess.run([sys.executable, "-c", MULTIPROCESS_EXPOSITION, str(tmp_path)], capture_output=True,
                           text=True, check=True).stdout
-    totals = latency.latency_totals_from_metrics(text)
+    totals = latency_totals_from_metrics(text)
     assert totals is not None
     assert totals["ttft"] == pytest.approx((0.10, 3)) and totals["itl"] == pytest.approx((0.005, 5))
-    assert latency.latency_totals_from_metrics("not { prometheus") is None
+    assert latency_totals_from_metrics("not { prometheus") is None
 
 
 def test_a_fresh_servers_metrics_count_as_zero(tmp_path: Any) -> None:
@@ -415,11 +420,11 @@ def test_a_fresh_servers_metrics_count_as_zero(tmp_path: Any) -> None:
     text = subprocess.run([sys.executable, "-c", fresh, str(tmp_path)], capture_output=True, text=True,
                           check=True).stdout
     assert "time_to_first_token" not in text
-    before = latency.latency_totals_from_metrics(text)
+    before = latency_totals_from_metrics(text)
     assert before == {"ttft": (0.0, 0.0), "itl": (0.0, 0.0)}
     after = {"ttft": (0.06, 3), "itl": (0.01, 10)}
-    assert latency.server_means(before, after) == pytest.approx({"ttft_ms": 20.0, "itl_ms": 1.0})
-    assert latency.server_means(before, latency.latency_totals_from_metrics("# nothing here\n")) is None
+    assert server_means(before, after) == pytest.approx({"ttft_ms": 20.0, "itl_ms": 1.0})
+    assert server_means(before, latency_totals_from_metrics("# nothing here\n")) is None
 
 
 def test_fidelity_against_bench_serving_on_a_fake_server(
@@ -440,11 +445,12 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     fast.save_pretrained(tmp_path / "tok")
     workload = Workload(input_len=8, output_len=8, num_prompts=6, warmup_requests=2)
     snapshots = []  # the server's totals as fidelity_runs' observed() reads them, before and after every run
-    totals = latency.server_latency_totals
-    monkeypatch.setattr(latency, "server_latency_totals", lambda url: snapshots.append(totals(url)) or snapshots[-1])
+    totals = server_latency_totals
+    monkeypatch.setattr(server_metrics, "server_latency_totals",
+                        lambda url: snapshots.append(totals(url)) or snapshots[-1])
     _Handler.seen.clear()
-    (ours_run,), (bench_run,) = latency.fidelity_runs(
-        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), str(tmp_path / "tok"), workload, 1)
+    (ours_run,), (bench_run,) = fidelity_runs(
+        fake_server, "fake-model", load_tokenizer(str(tmp_path / "tok")), str(tmp_path / "tok"), workload, 1)
     (ours, ours_server), (bench, bench_server) = ours_run, bench_run
     assert bench["completed"] == 6 and ours.completed == 6
     assert _Handler.seen and all(r.get("skip_special_tokens") is False for r in _Handler.seen)  # the same extra body
@@ -452,18 +458,18 @@ def test_fidelity_against_bench_serving_on_a_fake_server(
     assert len(_Handler.seen) == 6 + 2 + 2 * (2 + 6)
     windows = zip(snapshots[::2], snapshots[1::2], strict=True)
     assert [after["ttft"][1] - before["ttft"][1] for before, after in windows] == [6, 6]
-    ratios = latency.fidelity_ratios([ours], [bench])
+    ratios = fidelity_ratios([ours], [bench])
     assert abs(ratios["ttft"] - 1) < 0.15 and abs(ratios["tpot"] - 1) < 0.15, (ratios, ours.figures(), bench)
-    normalized = latency.normalized_fidelity_ratios([ours], [bench], [ours_server], [bench_server])
+    normalized = normalized_fidelity_ratios([ours], [bench], [ours_server], [bench_server])
     assert abs(normalized["ttft"] - 1) < 0.15 and abs(normalized["tpot"] - 1) < 0.15, (normalized, ours_server,
                                                                                        bench_server)
 
     # the server runs 1.6x slower while the plugin measures: the plain ratio sees the drift, the normalized not
     monkeypatch.setattr(_Handler, "slowdown", 1.6)
-    slow, slow_server = latency.observed(fake_server, lambda: latency.measure(
-        fake_server, "fake-model", latency.load_tokenizer(str(tmp_path / "tok")), workload))
-    assert latency.fidelity_ratios([slow], [bench])["tpot"] > 1.3
-    normalized = latency.normalized_fidelity_ratios([slow], [bench], [slow_server], [bench_server])
+    slow, slow_server = observed(fake_server, lambda: measure(
+        fake_server, "fake-model", load_tokenizer(str(tmp_path / "tok")), workload))
+    assert fidelity_ratios([slow], [bench])["tpot"] > 1.3
+    normalized = normalized_fidelity_ratios([slow], [bench], [slow_server], [bench_server])
     assert abs(normalized["ttft"] - 1) < 0.15 and abs(normalized["tpot"] - 1) < 0.15, (normalized, slow_server,
                                                                                        bench_server)
 
