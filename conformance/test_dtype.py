@@ -34,19 +34,42 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from pytest_lfm import checks
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
-from pytest_lfm.measure.workload import load_tokenizer
-from pytest_lfm.micro.render import template_messages
-from pytest_lfm.micro.script import Script, Turn
+from pytest_lfm.measure.dtypes import (
+    KNOWN_FLOAT16_CRASH,
+    KNOWN_FLOAT16_ISSUES,
+    check_served_dtype,
+    check_serves,
+    error_with_server_log,
+)
+from pytest_lfm.measure.logprobs import (
+    DECODE_TOLERANCE,
+    KNOWN_ID_CLIP,
+    PREFILL_TOLERANCE,
+    Difference,
+    Logprobs,
+    chat_prompts,
+    check_within,
+    compared_decode_positions,
+    difference_figures,
+    generate_logprobs,
+    generate_request,
+    id_mismatches,
+    no_reference,
+    only_the_known_clip,
+    phase_differences,
+    position_rows,
+    prompt_shifts,
+    prompt_tokens,
+    reference_tops,
+    vocab_size,
+)
+from pytest_lfm.micro.script import Script
 from pytest_lfm.report import note
 from pytest_lfm.runtime import RuntimePool
 from pytest_lfm.server import ExternalServer, ServerCrashedError, ServerStartError, SglangServer
@@ -55,219 +78,9 @@ from pytest_lfm.settings import Settings
 # Every check here launches or compares runtimes of its own, and reads /get_server_info and /generate directly.
 pytestmark = pytest.mark.lfm_live
 
-PREFILL_TOLERANCE = 5e-2
-DECODE_TOLERANCE = 6e-2
-TOP_LOGPROBS = 5
-DECODE_TOKENS = 8
-PROMPTS = 3
-KNOWN_FLOAT16_ISSUES = "sglang #19773, #30178, #31719"
-KNOWN_ID_CLIP = ("managers/scheduler_components/logprob_result_processor.py: `x if x < vocab_size - 1 else 0` "
-                 "(a clip for image-token hashes, off by one)")
-REFERENCE_MAX_BYTES = 4 << 30  # larger checkpoints are not loaded twice on the CPU for the reference gap
-
-
-@dataclasses.dataclass(frozen=True)
-class Logprobs:
-    """One prompt's logprobs from ``/generate``: top-k values (best first) per prompt position and per generated
-    token, and the generated token ids."""
-
-    prompt: str
-    prompt_ids: list[int]
-    prompt_top: list[list[float]]
-    output_ids: list[int]
-    output_top: list[list[float]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Difference:
-    """The largest |first - second| top-k logprob difference of two runs in one phase, and where it is."""
-
-    max_abs: float
-    prompt: str
-    position: int
-    first: list[float]
-    second: list[float]
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _answer_turns(script: Script, model: ModelSpec) -> list[Turn]:
-    turns = script.of_kind(model, "answer")
-    if not turns:
-        pytest.skip(f"the script has no plain answer turns for {model.id}")
-    return turns
-
-
-def _chat_prompts(model: ModelSpec, script: Script) -> list[str]:
-    """The first scripted answer turns rendered with the model's own chat template (what the server would render)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_path())
-    return [str(tokenizer.apply_chat_template(template_messages(t.messages), tokenize=False,
-                                              add_generation_prompt=True))
-            for t in _answer_turns(script, model)[:PROMPTS]]
-
-
-def _top_values(entries: Sequence[Sequence[Any]] | None) -> list[float]:
-    return sorted((float(e[0]) for e in entries or ()), reverse=True)
-
-
-def _measure(base_url: str, prompts: Sequence[str]) -> list[Logprobs]:
-    """Greedy ``/generate`` for each prompt with the top-k logprobs of every prompt and output position."""
-    results = []
-    with httpx.Client(base_url=base_url, timeout=120) as http:
-        for prompt in prompts:
-            body = {"text": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": DECODE_TOKENS},
-                    "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": TOP_LOGPROBS}
-            response = http.post("/generate", json=body)
-            checks.check(response.status_code == 200, "/generate with logprobs", request=body, expected="HTTP 200",
-                         got=f"{response.status_code}: {response.text}")
-            meta = response.json()["meta_info"]
-            results.append(Logprobs(
-                prompt=prompt,
-                prompt_ids=[int(e[1]) for e in meta["input_token_logprobs"]],
-                prompt_top=[_top_values(row) for row in meta["input_top_logprobs"][1:]],
-                output_ids=[int(e[1]) for e in meta["output_token_logprobs"]],
-                output_top=[_top_values(row) for row in meta["output_top_logprobs"]],
-            ))
-    return results
-
-
-def _shown(prompt: str) -> Mapping[str, Any]:
-    """The /generate request of ``prompt``, for failure messages."""
-    return {"POST": "/generate", "text": prompt, "top_logprobs_num": TOP_LOGPROBS, "max_new_tokens": DECODE_TOKENS}
-
-
-def _largest_difference(pairs: Sequence[tuple[str, int, list[float], list[float]]]) -> Difference:
-    best = Difference(0.0, "", -1, [], [])
-    for prompt, position, first, second in pairs:
-        diffs = [abs(a - b) for a, b in zip(first, second, strict=False)]
-        if len(first) != len(second):
-            diffs.append(float("inf"))
-        if diffs and max(diffs) > best.max_abs:
-            best = Difference(max(diffs), prompt, position, first, second)
-    return best
-
-
-def _compared_decode_positions(reference: Logprobs, other: Logprobs) -> int:
-    """Generated positions with the same context in both runs: up to and including the first differing token."""
-    for i, (a, b) in enumerate(zip(reference.output_ids, other.output_ids, strict=False)):
-        if a != b:
-            return i + 1
-    return min(len(reference.output_ids), len(other.output_ids))
-
-
-def _rows(logprobs: Logprobs) -> list[list[float]]:
-    """Top-k logprobs per model position: the prompt's positions 0 .. n-2, then the generated ones (position j
-    predicts token j + 1, so output_top[i] is position n - 1 + i)."""
-    return logprobs.prompt_top + logprobs.output_top
-
-
-Span = tuple[str, int, int]  # (prompt, prompt tokens n, generated positions compared k)
-
-
-def _phases(spans: Sequence[Span], a: Sequence[Sequence[list[float]]], b: Sequence[Sequence[list[float]]]
-            ) -> tuple[Difference, Difference]:
-    """The largest differences of two runs' top-k logprobs at the prompt positions and the compared generated
-    positions (indexed from the first generated token)."""
-    rows = list(zip(spans, a, b, strict=True))
-    prefill = _largest_difference([(p, i, x[i], y[i]) for (p, n, _), x, y in rows for i in range(n - 1)])
-    decode = _largest_difference([(p, i, x[n - 1 + i], y[n - 1 + i]) for (p, n, k), x, y in rows for i in range(k)])
-    return prefill, decode
-
-
-def _reference_top(path: str, family: str, dtype: str, sequences: Sequence[Sequence[int]]) -> list[list[list[float]]]:
-    """transformers' top-k logprobs (best first) at every position of each token sequence, in ``dtype``, on the GPU
-    when torch sees one (as sglang's HF-parity tests run it), else on the CPU."""
-    import torch
-    import transformers
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    auto: Any = transformers.AutoModelForImageTextToText if family == "vl" else transformers.AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    out = []
-    with torch.no_grad():
-        for ids in sequences:
-            logits = model(input_ids=torch.tensor([list(ids)], device=device)).logits[0].float()
-            top = torch.log_softmax(logits, dim=-1).topk(TOP_LOGPROBS, dim=-1).values
-            out.append(top.tolist())
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return out
-
-
-def _no_reference(model: ModelSpec) -> str | None:
-    """Why transformers cannot be the reference for ``model`` here, or None."""
-    path = model.model_path()
-    files = list(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
-    if not files:
-        return f"no reference: {path} is not a local checkpoint directory"
-    if sum(f.stat().st_size for f in files) > REFERENCE_MAX_BYTES:
-        return f"no reference: {path} is over {REFERENCE_MAX_BYTES >> 30} GiB for a reference run beside the server"
-    return None
-
-
-def _prompt_tokens(model: ModelSpec, prompt: str) -> list[int]:
-    """``prompt``'s token ids as sglang's tokenizer manager makes them (``tokenizer.encode(text)``)."""
-    return [int(i) for i in load_tokenizer(model.tokenizer_path()).encode(prompt)]
-
-
-def _vocab_size(model: ModelSpec) -> int:
-    """The vocabulary size sglang's model config reads (the text config's), else the tokenizer's length."""
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model.model_path())
-        return int((getattr(config, "text_config", None) or config).vocab_size)
-    except (OSError, ValueError, AttributeError):
-        return len(load_tokenizer(model.tokenizer_path()))
-
-
-def _id_mismatches(tokens: Sequence[int], reported: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(position, token, reported id) wherever they differ; a length difference counts from the shorter's end."""
-    out = [(i, t, r) for i, (t, r) in enumerate(zip(tokens, reported, strict=False)) if t != r]
-    longer = tokens if len(tokens) > len(reported) else reported
-    out += [(i, tokens[i] if i < len(tokens) else -1, reported[i] if i < len(reported) else -1)
-            for i in range(min(len(tokens), len(reported)), len(longer))]
-    return out
-
-
-def _only_the_known_clip(mismatches: Sequence[tuple[int, int, int]], vocab: int) -> bool:
-    return bool(mismatches) and all(token >= vocab - 1 and got == 0 for _, token, got in mismatches)
-
-
-def _computed_ids(model: ModelSpec, run: Logprobs) -> list[int]:
-    """The ids sglang computed ``run``'s prompt logprobs on: its reported ids, repaired where the known clip turned
-    the vocabulary's last id into 0 (the prompt's own tokens then)."""
-    tokens = _prompt_tokens(model, run.prompt)
-    mismatches = _id_mismatches(tokens, run.prompt_ids)
-    return tokens if mismatches and _only_the_known_clip(mismatches, _vocab_size(model)) else run.prompt_ids
-
-
-def _reference_tops(model: ModelSpec, runs: Sequence[Logprobs], generated: Sequence[int], dtypes: Sequence[str]
-                    ) -> dict[str, list[list[list[float]]]]:
-    """transformers' top-k logprobs, per dtype, at every position of each run's prompt followed by the run's first
-    ``generated[i] - 1`` output tokens (the contexts of its first ``generated[i]`` generated positions)."""
-    sequences = [_computed_ids(model, r) + r.output_ids[: max(k - 1, 0)] for r, k in zip(runs, generated, strict=True)]
-    return {d: _reference_top(model.model_path(), model.family, d, sequences) for d in dtypes}
-
-
-def _check_within(what: str, diffs: tuple[Difference, Difference], bounds: tuple[float, float], how: str) -> None:
-    __tracebackhide__ = True
-    for phase, diff, bound in zip(("prefill", "decode"), diffs, bounds, strict=True):
-        checks.check(diff.max_abs < bound, f"{phase} top-{TOP_LOGPROBS} logprobs, {what}, at position "
-                     f"{diff.position}", request=_shown(diff.prompt),
-                     expected=f"|difference| < {bound:.4f}: {how} (first: {diff.first})",
-                     got=f"{diff.max_abs:.4f} (second: {diff.second})")
-
-
-def _figures(diffs: tuple[Difference, Difference], bounds: tuple[float, float] | None) -> dict[str, Any]:
-    return {"prefill": diffs[0].max_abs, "decode": diffs[1].max_abs, "bound": list(bounds) if bounds else None}
-
 
 def _pool_or_skip(settings: Settings, pool: RuntimePool | None) -> RuntimePool:
+    """The worker's runtime pool, or a skip where this run cannot launch runtimes of its own."""
     if settings.base_url:
         pytest.skip("comparing dtypes needs runtimes of its own; --lfm-base-url is one running server")
     if pool is None:
@@ -275,30 +88,6 @@ def _pool_or_skip(settings: Settings, pool: RuntimePool | None) -> RuntimePool:
 
         pytest.skip(NO_RUNTIME)
     return pool
-
-
-def _check_served_dtype(server: SglangServer | ExternalServer, allowed: tuple[str, ...]) -> None:
-    """The server reports one of ``allowed`` as its dtype; a --lfm-base-url server with another dtype skips."""
-    __tracebackhide__ = True
-    served = str(httpx.get(f"{server.base_url}/get_server_info", timeout=30).json().get("dtype"))
-    if isinstance(server, ExternalServer) and served not in allowed:
-        pytest.skip(f"the server under test (--lfm-base-url) serves dtype {served}")
-    checks.check(served in allowed, "dtype in /get_server_info", request="GET /get_server_info",
-                 expected=" or ".join(allowed), got=served)
-
-
-def _check_serves(client: openai.OpenAI, model_name: str, model: ModelSpec, script: Script) -> None:
-    """A scripted answer turn is answered: exactly for micro checkpoints, non-empty and finished for real models."""
-    __tracebackhide__ = True
-    turn = _answer_turns(script, model)[0]
-    request = turn.request(model_name)
-    choice = checks.only_choice(client.chat.completions.create(**request), request=request)
-    if model.micro:
-        checks.assert_content_equal(choice.message.content, turn.content or "", request=request)
-    else:
-        checks.check(bool((choice.message.content or "").strip()), "answer is empty", request=request,
-                     expected="an answer", got=choice)
-    checks.assert_finish_reason(choice, ("stop", "length") if not model.micro else "stop", request=request)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -320,9 +109,9 @@ def test_bfloat16_serves(
     bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
     """Source: sglang --dtype (default "auto": the checkpoint's bfloat16); LFM2 checkpoints ship in bfloat16."""
-    _check_served_dtype(lfm_live_server, ("auto", "bfloat16"))
-    _check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
-    bfloat16_logprobs[lfm_model.id] = _measure(lfm_live_server.base_url, _chat_prompts(lfm_model, lfm_script))
+    check_served_dtype(lfm_live_server, ("auto", "bfloat16"))
+    check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
+    bfloat16_logprobs[lfm_model.id] = generate_logprobs(lfm_live_server.base_url, chat_prompts(lfm_model, lfm_script))
     note(request, "logprob_prompts", len(bfloat16_logprobs[lfm_model.id]))
 
 
@@ -336,14 +125,14 @@ def test_prompt_logprobs_name_the_prompt_tokens(
     runs = bfloat16_logprobs.get(lfm_model.id)
     if not runs:
         pytest.skip("needs test_bfloat16_serves' /generate logprobs of this model in the same session")
-    vocab = _vocab_size(lfm_model)
-    wrong = {r.prompt: m for r in runs if (m := _id_mismatches(_prompt_tokens(lfm_model, r.prompt), r.prompt_ids))}
+    vocab = vocab_size(lfm_model)
+    wrong = {r.prompt: m for r in runs if (m := id_mismatches(prompt_tokens(lfm_model, r.prompt), r.prompt_ids))}
     note(request, "prompt_id_mismatches", {p: m[:10] for p, m in wrong.items()})
-    if wrong and all(_only_the_known_clip(m, vocab) for m in wrong.values()):
+    if wrong and all(only_the_known_clip(m, vocab) for m in wrong.values()):
         pytest.xfail(f"sglang {importlib.metadata.version('sglang')} reports the vocabulary's last id ({vocab - 1}) "
                      f"as 0 in input_token_logprobs ({KNOWN_ID_CLIP}); the logprobs are of the real token")
     prompt, mismatches = next(iter(wrong.items()), ("", []))
-    checks.check(not wrong, "prompt token ids in input_token_logprobs", request=_shown(prompt),
+    checks.check(not wrong, "prompt token ids in input_token_logprobs", request=generate_request(prompt),
                  expected="the prompt's tokens (tokenizer.encode)",
                  got=f"(position, token, reported id): {mismatches[:10]} in {len(wrong)} of {len(runs)} prompts")
 
@@ -354,8 +143,8 @@ def test_float16_serves(
     lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
     """Source: sglang --dtype float16 with SGLANG_MAMBA_CONV_DTYPE=float16 (srt/configs/mamba_utils.py; FACTS.md)."""
-    _check_served_dtype(lfm_live_server, ("float16",))
-    _check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
+    check_served_dtype(lfm_live_server, ("float16",))
+    check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
 
 
 @pytest.mark.lfm_launch(dtype="float16")
@@ -371,27 +160,27 @@ def test_float16_first_token_logprobs_match_bfloat16(
     reference = bfloat16_logprobs.get(model.id)
     if reference is None:
         bf16_launch = dataclasses.replace(lfm_launch, dtype="bfloat16", env=())
-        reference = bfloat16_logprobs[model.id] = _measure(pool.server(bf16_launch).base_url,
-                                                           _chat_prompts(model, lfm_script))
-    measured = _measure(pool.server(lfm_launch).base_url, [r.prompt for r in reference])
+        reference = bfloat16_logprobs[model.id] = generate_logprobs(pool.server(bf16_launch).base_url,
+                                                                    chat_prompts(model, lfm_script))
+    measured = generate_logprobs(pool.server(lfm_launch).base_url, [r.prompt for r in reference])
 
-    spans = [(r.prompt, len(r.prompt_ids), _compared_decode_positions(r, m)) for r, m in zip(reference, measured,
-                                                                                             strict=True)]
-    cross = _phases(spans, [_rows(r) for r in reference], [_rows(m) for m in measured])
-    why = _no_reference(model)
+    spans = [(r.prompt, len(r.prompt_ids), compared_decode_positions(r, m))
+             for r, m in zip(reference, measured, strict=True)]
+    cross = phase_differences(spans, [position_rows(r) for r in reference], [position_rows(m) for m in measured])
+    why = no_reference(model)
     if why:
         bounds = (2 * PREFILL_TOLERANCE, 2 * DECODE_TOLERANCE)
         how = f"2 x sglang's parity tolerance ({why}; transformers' own gap is not known)"
         note(request, "reference_max_abs_diff", why)
     else:
-        tops = _reference_tops(model, reference, [k for *_, k in spans], ("bfloat16", "float16"))
-        gap = _phases(spans, tops["bfloat16"], tops["float16"])
+        tops = reference_tops(model, reference, [k for *_, k in spans], ("bfloat16", "float16"))
+        gap = phase_differences(spans, tops["bfloat16"], tops["float16"])
         bounds = (2 * PREFILL_TOLERANCE + gap[0].max_abs, 2 * DECODE_TOLERANCE + gap[1].max_abs)
         how = ("twice the parity tolerance plus transformers' own float16-vs-bfloat16 difference "
                f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})")
-        note(request, "reference_max_abs_diff", _figures(gap, None))
-    note(request, "logprob_max_abs_diff", _figures(cross, bounds))
-    _check_within("float16 vs bfloat16", cross, bounds, how)
+        note(request, "reference_max_abs_diff", difference_figures(gap, None))
+    note(request, "logprob_max_abs_diff", difference_figures(cross, bounds))
+    check_within("float16 vs bfloat16", cross, bounds, how)
 
 
 @pytest.mark.lfm_launch(dtype="float16")
@@ -404,10 +193,10 @@ def test_float16_logprobs_match_transformers(
     The bfloat16 server's figure against transformers' bfloat16 is reported (sglang states no bfloat16 tolerance)."""
     pool = _pool_or_skip(lfm_settings, lfm_runtime_pool)
     model = lfm_launch.model
-    why = _no_reference(model)
+    why = no_reference(model)
     if why:
         pytest.skip(why)
-    measured = _measure(pool.server(lfm_launch).base_url, _chat_prompts(model, lfm_script))
+    measured = generate_logprobs(pool.server(lfm_launch).base_url, chat_prompts(model, lfm_script))
     runs = {"float16": measured, "bfloat16": bfloat16_logprobs.get(model.id)}
     parity: dict[str, tuple[Difference, Difference]] = {}
     shifted: dict[int, float] = {}
@@ -415,41 +204,20 @@ def test_float16_logprobs_match_transformers(
         if run:
             generated = [len(r.output_ids) for r in run]
             spans = [(r.prompt, len(r.prompt_ids), k) for r, k in zip(run, generated, strict=True)]
-            tops = _reference_tops(model, run, generated, (dtype,))[dtype]
-            parity[dtype] = _phases(spans, [_rows(r) for r in run], tops)
+            tops = reference_tops(model, run, generated, (dtype,))[dtype]
+            parity[dtype] = phase_differences(spans, [position_rows(r) for r in run], tops)
             if dtype == "float16":
-                shifted = _prompt_shifts(spans, [_rows(r) for r in run], tops)
+                shifted = prompt_shifts(spans, [position_rows(r) for r in run], tops)
     bounds = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
-    note(request, "logprob_max_abs_diff", {f"{dtype}, sglang vs transformers": _figures(d, bounds if dtype ==
-                                                                                         "float16" else None)
-                                           for dtype, d in parity.items()})
+    note(request, "logprob_max_abs_diff", {
+        f"{dtype}, sglang vs transformers": difference_figures(d, bounds if dtype == "float16" else None)
+        for dtype, d in parity.items()})
     note(request, "prompt_logprob_shifts", shifted)
     fits = [s for s, diff in shifted.items() if s != 0 and diff < bounds[0]]
-    _check_within("float16, sglang vs transformers", parity["float16"], bounds,
-                  "sglang's HF-parity tolerance (stated for float16)" + (
-                      f"; sglang's prompt logprobs match transformers' {fits[0]:+d} position(s) away: an alignment "
-                      "bug" if fits else ""))
-
-
-def _prompt_shifts(spans: Sequence[Span], ours: Sequence[Sequence[list[float]]],
-                   reference: Sequence[Sequence[list[float]]]) -> dict[int, float]:
-    """The largest prompt-position difference with sglang's rows compared to the reference's ``shift`` positions
-    later (-1, 0, +1): a diagnosis for a mismatch, whether it is numbers or an off-by-one alignment."""
-    out = {}
-    for shift in (-1, 0, 1):
-        pairs = [(p, i, x[i], y[i + shift]) for (p, n, _), x, y in zip(spans, ours, reference, strict=True)
-                 for i in range(max(0, -shift), n - 1 - max(0, shift))]
-        out[shift] = _largest_difference(pairs).max_abs
-    return out
-
-
-KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"
-
-
-def _with_server_log(exc: ServerStartError | ServerCrashedError) -> str:
-    """The error message and the whole server log it names (the message holds only the last lines)."""
-    log = exc.log_path
-    return str(exc) + (log.read_text(errors="replace") if log and log.is_file() else "")
+    check_within("float16, sglang vs transformers", parity["float16"], bounds,
+                 "sglang's HF-parity tolerance (stated for float16)" + (
+                     f"; sglang's prompt logprobs match transformers' {fits[0]:+d} position(s) away: an alignment "
+                     "bug" if fits else ""))
 
 
 @pytest.mark.lfm_launch(dtype="float16", env={"SGLANG_MAMBA_CONV_DTYPE": "bfloat16"})
@@ -466,12 +234,12 @@ def test_float16_without_conv_state_variable_serves(
     try:
         server = lfm_runtime_pool.server(lfm_launch)
     except (ServerStartError, ServerCrashedError) as exc:
-        if KNOWN_FLOAT16_CRASH in _with_server_log(exc):
+        if KNOWN_FLOAT16_CRASH in error_with_server_log(exc):
             pytest.xfail(f"sglang {importlib.metadata.version('sglang')}: --dtype float16 with the conv state left in "
                          f"bfloat16 dies at start ('Expected {KNOWN_FLOAT16_CRASH}'; {KNOWN_FLOAT16_ISSUES})")
         raise
     try:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", max_retries=0)
-        _check_serves(client, server.served_model(), lfm_model, lfm_script)
+        check_serves(client, server.served_model(), lfm_model, lfm_script)
     finally:
         lfm_runtime_pool.release(server)

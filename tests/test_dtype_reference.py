@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pytest_lfm.conformance import test_dtype as dtype_suite
+
+from pytest_lfm.measure import logprobs
+from pytest_lfm.measure.workload import load_tokenizer
 
 pytest.importorskip("transformers")
 
@@ -39,12 +41,12 @@ def untrained_dense(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, lis
     return directory, tok.encode(examples[0].prompt, add_special_tokens=False).ids
 
 
-def _logprobs(ids: list[int], output_ids: list[int]) -> dtype_suite.Logprobs:
-    return dtype_suite.Logprobs("p", ids, [[0.0] * 5 for _ in ids[1:]], output_ids, [[0.0] * 5 for _ in output_ids])
+def _logprobs(ids: list[int], output_ids: list[int]) -> logprobs.Logprobs:
+    return logprobs.Logprobs("p", ids, [[0.0] * 5 for _ in ids[1:]], output_ids, [[0.0] * 5 for _ in output_ids])
 
 
-def _spans(first: dtype_suite.Logprobs, second: dtype_suite.Logprobs) -> list[dtype_suite.Span]:
-    return [(first.prompt, len(first.prompt_ids), dtype_suite._compared_decode_positions(first, second))]
+def _spans(first: logprobs.Logprobs, second: logprobs.Logprobs) -> list[logprobs.Span]:
+    return [(first.prompt, len(first.prompt_ids), logprobs.compared_decode_positions(first, second))]
 
 
 def test_reference_covers_every_prompt_position_and_the_shared_decode_positions(
@@ -53,14 +55,14 @@ def test_reference_covers_every_prompt_position_and_the_shared_decode_positions(
     directory, ids = untrained_dense
     bf16, fp16 = _logprobs(ids, [5, 6, 7, 8]), _logprobs(ids, [5, 6, 9, 9])  # the dtypes part at the third token
     spans = _spans(bf16, fp16)
-    assert dtype_suite._no_reference(_Model(str(directory))) is None
-    tops = dtype_suite._reference_tops(_Model(str(directory)), [bf16], [spans[0][2]], ("bfloat16", "float16"))
+    assert logprobs.no_reference(_Model(str(directory))) is None
+    tops = logprobs.reference_tops(_Model(str(directory)), [bf16], [spans[0][2]], ("bfloat16", "float16"))
     assert [len(rows) for rows in tops["bfloat16"]] == [len(ids) + 2]  # the prompt and the two shared generated tokens
-    gap = dtype_suite._phases(spans, tops["bfloat16"], tops["float16"])
+    gap = logprobs.phase_differences(spans, tops["bfloat16"], tops["float16"])
     prefill, decode = gap
     assert 0 <= prefill.position < len(ids) - 1 and 0 <= decode.position < 3  # compared: up to the first difference
     assert all(math.isfinite(d.max_abs) and 0 < d.max_abs < 1 for d in gap), gap  # rounding, not a broken model
-    assert len(prefill.first) == len(prefill.second) == dtype_suite.TOP_LOGPROBS
+    assert len(prefill.first) == len(prefill.second) == logprobs.TOP_LOGPROBS
 
 
 def test_phases_find_the_largest_difference_where_the_runs_share_their_context() -> None:
@@ -69,8 +71,8 @@ def test_phases_find_the_largest_difference_where_the_runs_share_their_context()
     second.prompt_top[1][0] = -0.25  # prompt position 1
     second.output_top[2] = [-0.5] * 5  # the first differing token: still compared
     second.output_top[3] = [-9.0] * 5  # after it the contexts differ: not compared
-    prefill, decode = dtype_suite._phases(_spans(first, second), [dtype_suite._rows(first)],
-                                          [dtype_suite._rows(second)])
+    prefill, decode = logprobs.phase_differences(_spans(first, second), [logprobs.position_rows(first)],
+                                                 [logprobs.position_rows(second)])
     assert (prefill.max_abs, prefill.position) == (0.25, 1)
     assert (decode.max_abs, decode.position) == (0.5, 2)
 
@@ -82,7 +84,7 @@ def test_prompt_shifts_tell_an_off_by_one_from_numbers() -> None:
         row[:] = [-float(i)] * 5  # a distinct row per position
     spans = _spans(ours, ours)
     reference = [[[-float(i - 1)] * 5 for i in range(len(ids))]]  # the same rows, one position later
-    shifts = dtype_suite._prompt_shifts(spans, [dtype_suite._rows(ours)], reference)
+    shifts = logprobs.prompt_shifts(spans, [logprobs.position_rows(ours)], reference)
     assert shifts[1] == 0.0 and shifts[0] == 1.0 and shifts[-1] == 2.0
 
 
@@ -90,19 +92,19 @@ def test_no_reference_for_a_hub_id_or_a_checkpoint_too_large_for_the_cpu(
     untrained_dense: tuple[Path, list[int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     directory, _ = untrained_dense
-    assert "not a local checkpoint directory" in str(dtype_suite._no_reference(_Model("LiquidAI/LFM2-350M")))
-    monkeypatch.setattr(dtype_suite, "REFERENCE_MAX_BYTES", 1024)
-    assert "for a reference run beside the server" in str(dtype_suite._no_reference(_Model(str(directory))))
+    assert "not a local checkpoint directory" in str(logprobs.no_reference(_Model("LiquidAI/LFM2-350M")))
+    monkeypatch.setattr(logprobs, "REFERENCE_MAX_BYTES", 1024)
+    assert "for a reference run beside the server" in str(logprobs.no_reference(_Model(str(directory))))
 
 
 def test_the_known_id_clip_is_the_last_id_reported_as_0_and_nothing_else() -> None:
     tokens = [1, 6, 928, 698]
-    clipped = dtype_suite._id_mismatches(tokens, [1, 6, 0, 698])
-    assert clipped == [(2, 928, 0)] and dtype_suite._only_the_known_clip(clipped, vocab=929)
-    assert not dtype_suite._only_the_known_clip(dtype_suite._id_mismatches(tokens, [1, 6, 5, 698]), vocab=929)
-    assert not dtype_suite._only_the_known_clip(clipped, vocab=1000)  # 928 is not that vocabulary's last id
-    assert dtype_suite._id_mismatches(tokens, [1, 6, 928]) == [(3, 698, -1)]  # a missing position counts
-    assert dtype_suite._id_mismatches(tokens, tokens) == []
+    clipped = logprobs.id_mismatches(tokens, [1, 6, 0, 698])
+    assert clipped == [(2, 928, 0)] and logprobs.only_the_known_clip(clipped, vocab=929)
+    assert not logprobs.only_the_known_clip(logprobs.id_mismatches(tokens, [1, 6, 5, 698]), vocab=929)
+    assert not logprobs.only_the_known_clip(clipped, vocab=1000)  # 928 is not that vocabulary's last id
+    assert logprobs.id_mismatches(tokens, [1, 6, 928]) == [(3, 698, -1)]  # a missing position counts
+    assert logprobs.id_mismatches(tokens, tokens) == []
 
 
 def test_reference_runs_on_the_prompt_tokens_where_sglang_reported_the_last_id_as_0(
@@ -112,13 +114,13 @@ def test_reference_runs_on_the_prompt_tokens_where_sglang_reported_the_last_id_a
     token (micro-vl's chat template holds it), and any other disagreement leaves sglang's ids as they are."""
     directory, ids = untrained_dense
     model = _Model(str(directory))
-    last = dtype_suite._vocab_size(model) - 1
-    tokenizer = dtype_suite.load_tokenizer(str(directory))
+    last = logprobs.vocab_size(model) - 1
+    tokenizer = load_tokenizer(str(directory))
     prompt = tokenizer.decode([*ids, last, *ids[1:3]])
-    tokens = dtype_suite._prompt_tokens(model, prompt)
+    tokens = logprobs.prompt_tokens(model, prompt)
     assert last in tokens
     reported = [0 if t == last else t for t in tokens]
-    run = dtype_suite.Logprobs(prompt, reported, [[0.0] * 5 for _ in reported[1:]], [], [])
-    assert dtype_suite._computed_ids(model, run) == tokens
+    run = logprobs.Logprobs(prompt, reported, [[0.0] * 5 for _ in reported[1:]], [], [])
+    assert logprobs.computed_ids(model, run) == tokens
     other = dataclasses.replace(run, prompt_ids=[t + 1 if t == tokens[1] else t for t in reported])
-    assert dtype_suite._computed_ids(model, other) == other.prompt_ids
+    assert logprobs.computed_ids(model, other) == other.prompt_ids

@@ -1,5 +1,5 @@
 """Measurement library of the suites: latency runs as ``sglang.bench_serving`` makes them, their statistics and
-budgets, and bench_serving itself and the server's own metrics for the fidelity check.
+budgets, bench_serving itself and the server's own metrics for the fidelity check, and float16/bfloat16 logprobs.
 
 Usable without pytest::
 
