@@ -43,13 +43,14 @@ import openai
 import pytest
 
 from pytest_lfm import checks
+from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.latency import load_tokenizer
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.render import template_messages
 from pytest_lfm.micro.script import Script, Turn
 from pytest_lfm.report import note
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import ExternalServer, ServerCrashedError, ServerStartError, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
 # Every check here launches or compares runtimes of its own, and reads /get_server_info and /generate directly.

@@ -11,14 +11,14 @@ import httpx
 import psutil
 import pytest
 
-from pytest_lfm import checks, hosts
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm import checks
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.render import render_prompt
 from pytest_lfm.micro.script import Script
 from pytest_lfm.report import note
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
+from pytest_lfm.runtime.engine import SglangEngine
+from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_live

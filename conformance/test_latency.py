@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm import hosts
 from pytest_lfm.latency import (
     FIDELITY_TOLERANCE,
     LatencyResult,
@@ -28,7 +27,7 @@ from pytest_lfm.latency import (
 )
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
 from pytest_lfm.settings import Settings
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]

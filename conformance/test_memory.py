@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm import checks, hosts
+from pytest_lfm import checks
 from pytest_lfm.latency import Workload, load_tokenizer, measure
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 

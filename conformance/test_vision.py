@@ -21,13 +21,13 @@ import pytest
 from PIL import Image
 
 from pytest_lfm import checks
-from pytest_lfm.engine import SglangEngine
 from pytest_lfm.images import ImageServer, ImageTokenBudget, blocks, data_uri, user_message, with_image_urls
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.render import prompt_token_count, template_messages
 from pytest_lfm.micro.script import Script, Turn, load_script
 from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_requires("vision")

@@ -16,13 +16,14 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts, latency, plan, recording, report
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm import latency, recording, report
+from pytest_lfm.errors import ExternalServerError
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
 from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
-from pytest_lfm.runtime import RuntimePool, default_max_starting
-from pytest_lfm.server import ExternalServer, ExternalServerError, SglangServer, kill_all
+from pytest_lfm.runtime import ExternalServer, SglangEngine, SglangServer, compat, hosts, plan
+from pytest_lfm.runtime.pool import RuntimePool, default_max_starting
+from pytest_lfm.runtime.server import kill_all
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -299,9 +300,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = set(map(id, dropped))
         items[:] = [item for item in items if id(item) not in kept]
     fidelity_asked = "lfm_fidelity" in (config.getoption("markexpr", "") or "")
+    installed = compat.installed_sglang_version() if not settings.base_url and not settings.replay_dir else None
     for item in items:
         if item.get_closest_marker("lfm_fidelity") and not fidelity_asked:
             item.add_marker(pytest.mark.skip(reason=FIDELITY_OPT_IN))
+        launch = plan.launch_of(item)
+        if installed and launch is not None and not compat.at_least(installed, launch.model.min_sglang):
+            item.add_marker(pytest.mark.skip(reason=(
+                f"sglang {installed} is installed; {launch.model.id} needs sglang >= {launch.model.min_sglang} "
+                f"(min_sglang in {launch.model.source})")))
     models = [m.id for m in config.stash[SELECTED]]
     first: dict[str, int] = {}
     items.sort(key=lambda item: _order_key(settings, models, item, first))

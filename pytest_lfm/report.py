@@ -103,7 +103,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def _gpus() -> list[dict[str, Any]]:
-    from pytest_lfm import hosts
+    from pytest_lfm.runtime import hosts
 
     try:
         return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib} for g in hosts.list_gpus()]
