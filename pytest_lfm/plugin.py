@@ -16,11 +16,13 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import latency, recording, report
+from pytest_lfm import latency, report
 from pytest_lfm.errors import ExternalServerError
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.micro.script import Script, load_script
-from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
+from pytest_lfm.recording.exchange import RecordingError
+from pytest_lfm.recording.replay import ReplayServer
+from pytest_lfm.recording.store import Store, open_store, stale_micro_recording, store_id, unreplayable
 from pytest_lfm.runtime import ExternalServer, SglangEngine, SglangServer, compat, hosts, plan
 from pytest_lfm.runtime.pool import RuntimePool, default_max_starting
 from pytest_lfm.runtime.server import kill_all
@@ -105,7 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "
             f"({', '.join(settings.models)}) names {len(selected)} models. Pass --lfm-model with the id of the "
             "model that server serves.")
-    if problem := recording.unreplayable(settings, selected):
+    if problem := unreplayable(settings, selected):
         raise pytest.UsageError(problem)
     config.stash[SETTINGS], config.stash[MATRIX], config.stash[SELECTED] = settings, matrix, selected
     config.stash[POOL] = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm.recording import node_key
+from pytest_lfm.recording.exchange import node_key
 
 NOTE_PREFIX = "lfm:"
 SCHEMA_VERSION = 1
