@@ -26,7 +26,7 @@ from pytest_lfm.latency import (
     normalized_fidelity_ratios,
 )
 from pytest_lfm.matrix import LaunchConfig
-from pytest_lfm.report import note
+from pytest_lfm.report.notes import FIDELITY, LATENCY, note
 from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
 from pytest_lfm.settings import Settings
 
@@ -71,7 +71,7 @@ def qualify(
         overall = "fail" if failing else "pass"
     benchmark.extra_info.update({**result.figures(), "gpu": gpu, "profile": launch.profile,
                                  "concurrency": workload.concurrency, "verdict": overall})
-    note(request, "latency", {
+    note(request, LATENCY, {
         "config": launch.id, "profile": launch.profile, "gpu": gpu, "concurrency": workload.concurrency,
         "workload": asdict(workload), "figures": result.figures(), "errors": list(result.errors),
         "budget": dict(budget) if budget else None, "verdict": overall,
@@ -144,7 +144,7 @@ def test_latency_agrees_with_bench_serving(
         basis = "plain ratio of the means (the server exports no sglang:* latency metrics: --enable-metrics)"
     else:
         judged, basis = ratios, f"plain ratio of the means (no server figures for {missing} of {runs} runs)"
-    note(request, "fidelity", {
+    note(request, FIDELITY, {
         "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
         "normalized_ratios": normalized, "judged": basis, "rounds": len(ours), "round_ratios": per_round,
         "ours": [o.figures() for o in ours], "ours_server": ours_server,

@@ -23,16 +23,14 @@ from pytest_lfm.micro.script import Script, load_script
 from pytest_lfm.recording.exchange import RecordingError
 from pytest_lfm.recording.replay import ReplayServer
 from pytest_lfm.recording.store import Store, open_store, stale_micro_recording, store_id, unreplayable
+from pytest_lfm.report.notes import QUIET
 from pytest_lfm.runtime import ExternalServer, SglangEngine, SglangServer, compat, hosts, plan
 from pytest_lfm.runtime.pool import RuntimePool, default_max_starting
 from pytest_lfm.runtime.server import kill_all
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
+from pytest_lfm.state import PLAN, POOL, SELECTED, SETTINGS
 
-SETTINGS = pytest.StashKey[Settings]()
 MATRIX = pytest.StashKey[Matrix]()
-SELECTED = pytest.StashKey[list[ModelSpec]]()
-POOL = pytest.StashKey[RuntimePool | None]()
-PLAN = pytest.StashKey[Sequence[plan.PlannedLaunch]]()
 EXTERNAL = pytest.StashKey[ExternalServer]()
 MESSAGES = pytest.StashKey["Messages"]()
 SIGNAL_HANDLERS = pytest.StashKey[dict[int, Any]]()  # the handlers the run replaced, restored at its end
@@ -542,7 +540,7 @@ def lfm_quiet(
         yield {"starting": None, "alive": None, "note": "not launched here: what else runs is not known"}
         return
     with lfm_runtime_pool.quiet(lfm_live_server) as context:
-        report.note(request, "quiet", context)
+        report.note(request, QUIET, context)
         yield context
 
 
