@@ -39,6 +39,7 @@ import openai
 import pytest
 
 from pytest_lfm import checks
+from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.measure.dtypes import (
     KNOWN_FLOAT16_CRASH,
@@ -70,9 +71,16 @@ from pytest_lfm.measure.logprobs import (
     vocab_size,
 )
 from pytest_lfm.micro.script import Script
-from pytest_lfm.report import note
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import ExternalServer, ServerCrashedError, ServerStartError, SglangServer
+from pytest_lfm.report.notes import (
+    LOGPROB_MAX_ABS_DIFF,
+    LOGPROB_PROMPTS,
+    PROMPT_ID_MISMATCHES,
+    PROMPT_LOGPROB_SHIFTS,
+    REFERENCE_MAX_ABS_DIFF,
+    note,
+)
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
 # Every check here launches or compares runtimes of its own, and reads /get_server_info and /generate directly.
@@ -112,7 +120,7 @@ def test_bfloat16_serves(
     check_served_dtype(lfm_live_server, ("auto", "bfloat16"))
     check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
     bfloat16_logprobs[lfm_model.id] = generate_logprobs(lfm_live_server.base_url, chat_prompts(lfm_model, lfm_script))
-    note(request, "logprob_prompts", len(bfloat16_logprobs[lfm_model.id]))
+    note(request, LOGPROB_PROMPTS, len(bfloat16_logprobs[lfm_model.id]))
 
 
 @pytest.mark.lfm_launch(dtype="bfloat16")
@@ -127,7 +135,7 @@ def test_prompt_logprobs_name_the_prompt_tokens(
         pytest.skip("needs test_bfloat16_serves' /generate logprobs of this model in the same session")
     vocab = vocab_size(lfm_model)
     wrong = {r.prompt: m for r in runs if (m := id_mismatches(prompt_tokens(lfm_model, r.prompt), r.prompt_ids))}
-    note(request, "prompt_id_mismatches", {p: m[:10] for p, m in wrong.items()})
+    note(request, PROMPT_ID_MISMATCHES, {p: m[:10] for p, m in wrong.items()})
     if wrong and all(only_the_known_clip(m, vocab) for m in wrong.values()):
         pytest.xfail(f"sglang {importlib.metadata.version('sglang')} reports the vocabulary's last id ({vocab - 1}) "
                      f"as 0 in input_token_logprobs ({KNOWN_ID_CLIP}); the logprobs are of the real token")
@@ -171,15 +179,15 @@ def test_float16_first_token_logprobs_match_bfloat16(
     if why:
         bounds = (2 * PREFILL_TOLERANCE, 2 * DECODE_TOLERANCE)
         how = f"2 x sglang's parity tolerance ({why}; transformers' own gap is not known)"
-        note(request, "reference_max_abs_diff", why)
+        note(request, REFERENCE_MAX_ABS_DIFF, why)
     else:
         tops = reference_tops(model, reference, [k for *_, k in spans], ("bfloat16", "float16"))
         gap = phase_differences(spans, tops["bfloat16"], tops["float16"])
         bounds = (2 * PREFILL_TOLERANCE + gap[0].max_abs, 2 * DECODE_TOLERANCE + gap[1].max_abs)
         how = ("twice the parity tolerance plus transformers' own float16-vs-bfloat16 difference "
                f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})")
-        note(request, "reference_max_abs_diff", difference_figures(gap, None))
-    note(request, "logprob_max_abs_diff", difference_figures(cross, bounds))
+        note(request, REFERENCE_MAX_ABS_DIFF, difference_figures(gap, None))
+    note(request, LOGPROB_MAX_ABS_DIFF, difference_figures(cross, bounds))
     check_within("float16 vs bfloat16", cross, bounds, how)
 
 
@@ -209,10 +217,10 @@ def test_float16_logprobs_match_transformers(
             if dtype == "float16":
                 shifted = prompt_shifts(spans, [position_rows(r) for r in run], tops)
     bounds = (PREFILL_TOLERANCE, DECODE_TOLERANCE)
-    note(request, "logprob_max_abs_diff", {
+    note(request, LOGPROB_MAX_ABS_DIFF, {
         f"{dtype}, sglang vs transformers": difference_figures(d, bounds if dtype == "float16" else None)
         for dtype, d in parity.items()})
-    note(request, "prompt_logprob_shifts", shifted)
+    note(request, PROMPT_LOGPROB_SHIFTS, shifted)
     fits = [s for s, diff in shifted.items() if s != 0 and diff < bounds[0]]
     check_within("float16, sglang vs transformers", parity["float16"], bounds,
                  "sglang's HF-parity tolerance (stated for float16)" + (

@@ -11,14 +11,14 @@ import httpx
 import psutil
 import pytest
 
-from pytest_lfm import checks, hosts
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm import checks
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.render import render_prompt
 from pytest_lfm.micro.script import Script
-from pytest_lfm.report import note
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.report.notes import ENGINE_SHUTDOWN, note
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
+from pytest_lfm.runtime.engine import SglangEngine
+from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_live
@@ -92,7 +92,7 @@ def test_engine_shutdown_frees_the_gpu(
     held = hosts.wait_pids_off_gpus(spawned, lfm_gpus, timeout=60)
     own = _own_memory_settled(lfm_gpus, before)
     pinned = (hosts.torch_memory_mib() or (0, 0))[0]
-    note(request, "engine_shutdown", {"own_before_mib": before, "loaded_mib": loaded, "own_after_mib": own,
+    note(request, ENGINE_SHUTDOWN, {"own_before_mib": before, "loaded_mib": loaded, "own_after_mib": own,
                                       "spawned": spawned, "alive_after": alive,
                                       "held_after": [dataclasses.asdict(p) for p in held],
                                       "torch_allocated_here_mib": pinned,

@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm import hosts
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.measure.client import measure
 from pytest_lfm.measure.fidelity import FIDELITY_TOLERANCE, fidelity_ratios, fidelity_runs, normalized_fidelity_ratios
 from pytest_lfm.measure.stats import LatencyResult, judge
 from pytest_lfm.measure.workload import Workload, load_tokenizer
-from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.report.notes import FIDELITY, LATENCY, note
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
 from pytest_lfm.settings import Settings
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
@@ -65,7 +64,7 @@ def qualify(
         overall = "fail" if failing else "pass"
     benchmark.extra_info.update({**result.figures(), "gpu": gpu, "profile": launch.profile,
                                  "concurrency": workload.concurrency, "verdict": overall})
-    note(request, "latency", {
+    note(request, LATENCY, {
         "config": launch.id, "profile": launch.profile, "gpu": gpu, "concurrency": workload.concurrency,
         "workload": asdict(workload), "figures": result.figures(), "errors": list(result.errors),
         "budget": dict(budget) if budget else None, "verdict": overall,
@@ -138,7 +137,7 @@ def test_latency_agrees_with_bench_serving(
         basis = "plain ratio of the means (the server exports no sglang:* latency metrics: --enable-metrics)"
     else:
         judged, basis = ratios, f"plain ratio of the means (no server figures for {missing} of {runs} runs)"
-    note(request, "fidelity", {
+    note(request, FIDELITY, {
         "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
         "normalized_ratios": normalized, "judged": basis, "rounds": len(ours), "round_ratios": per_round,
         "ours": [o.figures() for o in ours], "ours_server": ours_server,

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm import checks, hosts
+from pytest_lfm import checks
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.measure.client import measure
 from pytest_lfm.measure.workload import Workload, load_tokenizer
-from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.report.notes import MEMORY, note
+from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
@@ -51,7 +51,7 @@ def test_server_memory_stays_flat_over_distinct_requests(
     result = measure(lfm_live_server.base_url, lfm_model_name, tokenizer, DISTINCT)
     after = hosts.gpu_memory_baseline(lfm_gpus)
     growth = sum(after.values()) - sum(before.values())
-    note(request, "memory", {
+    note(request, MEMORY, {
         "config": lfm_launch.id, "workload": asdict(DISTINCT), "before_mib": before, "after_mib": after,
         "growth_mib": growth, "growth_per_request_mib": round(growth / DISTINCT.num_prompts, 3),
         "completed": result.completed, "failed": result.failed, "errors": list(result.errors),

@@ -15,7 +15,7 @@ import pytest
 
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Script, load_script
-from pytest_lfm.report import note
+from pytest_lfm.report.notes import SCRIPTED_TURN, note
 
 
 def _answer(response: Any) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def test_scripted_turn_reproduces_exactly(
         pytest.skip("scripted answers exist for micro checkpoints only")
     if lfm_model.micro not in turn.checkpoints:
         pytest.skip(f"{lfm_model.id} is not trained on {turn_id}")
-    note(request, "scripted_turn", {"checkpoint": lfm_model.id, "turn": turn_id})  # the report's per-checkpoint table
+    note(request, SCRIPTED_TURN, {"checkpoint": lfm_model.id, "turn": turn_id})  # the report's per-checkpoint table
     sent = turn.request(lfm_model_name)
     got = _answer(lfm_client.chat.completions.create(**sent))
     expected = {

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging.version import Version
 
 from pytest_lfm.checks import StreamedCall, assert_calls_equal, assert_content_equal, check
+from pytest_lfm.runtime import compat
 
 pytest.importorskip(
     "sglang.srt.function_call.lfm2_detector",
@@ -59,7 +59,7 @@ def _xfail(case: Case, check: str, size: int | None, sglang: str = SGLANG) -> li
     if sizes is not None and size not in sizes:
         return []
     fixed_in = entry.get("fixed_in")
-    if fixed_in is not None and Version(sglang) >= Version(fixed_in):
+    if fixed_in is not None and compat.at_least(sglang, fixed_in):
         return []
     reason = f"{entry['issue']}: {entry['reason']}" if "issue" in entry else entry["reason"]
     if fixed_in is not None:

@@ -21,13 +21,14 @@ import pytest
 from PIL import Image
 
 from pytest_lfm import checks
-from pytest_lfm.engine import SglangEngine
 from pytest_lfm.images import ImageServer, ImageTokenBudget, blocks, data_uri, user_message, with_image_urls
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.render import prompt_token_count, template_messages
 from pytest_lfm.micro.script import Script, Turn, load_script
-from pytest_lfm.report import note
-from pytest_lfm.server import ExternalServer, SglangServer
+from pytest_lfm.report import notes
+from pytest_lfm.report.notes import note
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_requires("vision")
@@ -223,7 +224,7 @@ def test_image_prompt_tokens_follow_processor_budget(
     chat = {"model": lfm_model_name, "messages": messages, "temperature": 0, "max_tokens": 1}
     expected = _expected_prompt_tokens(lfm_model, messages, [size], budget, lfm_sglang_version)
     got = _ask(lfm_client, chat).usage.prompt_tokens
-    note(request, "prompt_tokens", got)
+    note(request, notes.PROMPT_TOKENS, got)
     layout = budget.layout(*size)
     checks.check(got == expected, f"prompt_tokens for a {size[0]}x{size[1]} image ({layout.rows}x{layout.cols} "
                  f"tiles, resized {layout.resized[0]}x{layout.resized[1]}, {budget.prompt_tokens(*size)} image "
@@ -311,7 +312,7 @@ def test_concurrent_text_and_image_requests_match_sequential(
         return list(await asyncio.gather(*(lfm_async_client.chat.completions.create(**r) for r in requests)))
 
     responses = asyncio.run(together())
-    note(request, "concurrent_requests", len(responses))
+    note(request, notes.CONCURRENT_REQUESTS, len(responses))
     for turn, chat, response in zip(turns, requests, responses, strict=True):
         checks.check(response.usage.prompt_tokens == alone[turn.id], f"prompt_tokens of {turn.id} among "
                      f"{CONCURRENT_REQUESTS} concurrent requests", request=_shown(chat), expected=alone[turn.id],

@@ -19,6 +19,7 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from pytest_lfm.matrix import ModelSpec
+from pytest_lfm.report.notes import PROMPT_FINGERPRINT, PROMPT_TOKENS, note
 
 #: LFM2 / LFM2-VL control tokens (FACTS.md, "LFM2 format facts"); none of them belongs in a response's text.
 SPECIAL_TOKENS = (
@@ -347,14 +348,13 @@ def check_prompt_tokens(
     so that an upgrade comparison shows prompt changes. ``what`` names the rendering in the failure message."""
     import hashlib
 
-    from pytest_lfm import report
     from pytest_lfm.micro.render import prompt_token_count, render_prompt
 
     __tracebackhide__ = True
     prompt = render_prompt(turn, template=model.chat_template, sglang_version=sglang_version)
     expected = prompt_token_count(model.tokenizer_path(), turn.messages, turn.rendered_tools, sglang_version)
-    report.note(node, "prompt_fingerprint", hashlib.sha256(prompt.encode()).hexdigest()[:12])
-    report.note(node, "prompt_tokens", expected)
+    note(node, PROMPT_FINGERPRINT, hashlib.sha256(prompt.encode()).hexdigest()[:12])
+    note(node, PROMPT_TOKENS, expected)
     usage = client.chat.completions.create(**sent).usage
     check(usage is not None and usage.prompt_tokens == expected,
           f"prompt_tokens vs {what} rendered as sglang {sglang_version} renders it",

@@ -76,7 +76,7 @@ def _fraction(text: str) -> float:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_lfm.compare import ReportError, compare, render_markdown
+    from pytest_lfm.report.compare import ReportError, compare, render_markdown
 
     try:
         diff = compare(args.old, args.new, args.threshold)
@@ -100,9 +100,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from pytest_lfm.compare import ReportError
-    from pytest_lfm.merge import merge_files
     from pytest_lfm.report import render_markdown
+    from pytest_lfm.report.compare import ReportError
+    from pytest_lfm.report.merge import merge_files
 
     output = Path(args.output)
     if output.suffix != ".json":

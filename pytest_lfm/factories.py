@@ -16,8 +16,8 @@ import openai
 import pytest
 
 from pytest_lfm.matrix import LaunchConfig
-from pytest_lfm.runtime import RuntimePool
-from pytest_lfm.server import SglangServer
+from pytest_lfm.runtime.pool import RuntimePool
+from pytest_lfm.runtime.server import SglangServer
 
 
 def lfm_server_fixture(

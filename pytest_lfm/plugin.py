@@ -16,21 +16,22 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import hosts, plan, recording, report
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm import report
+from pytest_lfm.errors import ExternalServerError
 from pytest_lfm.matrix import CAPABILITIES, PROFILES, LaunchConfig, Matrix, MatrixError, ModelSpec, load_matrix
 from pytest_lfm.measure.fidelity import FIDELITY_MARKER
 from pytest_lfm.micro.script import Script, load_script
-from pytest_lfm.recording import RecordingError, ReplayServer, Store, open_store, stale_micro_recording, store_id
-from pytest_lfm.runtime import RuntimePool, default_max_starting
-from pytest_lfm.server import ExternalServer, ExternalServerError, SglangServer, kill_all
+from pytest_lfm.recording.exchange import RecordingError
+from pytest_lfm.recording.replay import ReplayServer
+from pytest_lfm.recording.store import Store, open_store, stale_micro_recording, store_id, unreplayable
+from pytest_lfm.report.notes import QUIET
+from pytest_lfm.runtime import ExternalServer, SglangEngine, SglangServer, compat, hosts, plan
+from pytest_lfm.runtime.pool import RuntimePool, default_max_starting
+from pytest_lfm.runtime.server import kill_all
 from pytest_lfm.settings import DTYPES, Settings, add_options, describe, resolve
+from pytest_lfm.state import PLAN, POOL, SELECTED, SETTINGS
 
-SETTINGS = pytest.StashKey[Settings]()
 MATRIX = pytest.StashKey[Matrix]()
-SELECTED = pytest.StashKey[list[ModelSpec]]()
-POOL = pytest.StashKey[RuntimePool | None]()
-PLAN = pytest.StashKey[Sequence[plan.PlannedLaunch]]()
 EXTERNAL = pytest.StashKey[ExternalServer]()
 MESSAGES = pytest.StashKey["Messages"]()
 SIGNAL_HANDLERS = pytest.StashKey[dict[int, Any]]()  # the handlers the run replaced, restored at its end
@@ -105,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest-lfm: --lfm-base-url {settings.base_url} tests one running server, but the model selection "
             f"({', '.join(settings.models)}) names {len(selected)} models. Pass --lfm-model with the id of the "
             "model that server serves.")
-    if problem := recording.unreplayable(settings, selected):
+    if problem := unreplayable(settings, selected):
         raise pytest.UsageError(problem)
     config.stash[SETTINGS], config.stash[MATRIX], config.stash[SELECTED] = settings, matrix, selected
     config.stash[POOL] = None
@@ -300,9 +301,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = set(map(id, dropped))
         items[:] = [item for item in items if id(item) not in kept]
     fidelity_asked = "lfm_fidelity" in (config.getoption("markexpr", "") or "")
+    installed = compat.installed_sglang_version() if not settings.base_url and not settings.replay_dir else None
     for item in items:
         if item.get_closest_marker("lfm_fidelity") and not fidelity_asked:
             item.add_marker(pytest.mark.skip(reason=FIDELITY_OPT_IN))
+        launch = plan.launch_of(item)
+        if installed and launch is not None and not compat.at_least(installed, launch.model.min_sglang):
+            item.add_marker(pytest.mark.skip(reason=(
+                f"sglang {installed} is installed; {launch.model.id} needs sglang >= {launch.model.min_sglang} "
+                f"(min_sglang in {launch.model.source})")))
     models = [m.id for m in config.stash[SELECTED]]
     first: dict[str, int] = {}
     items.sort(key=lambda item: _order_key(settings, models, item, first))
@@ -534,7 +541,7 @@ def lfm_quiet(
         yield {"starting": None, "alive": None, "note": "not launched here: what else runs is not known"}
         return
     with lfm_runtime_pool.quiet(lfm_live_server) as context:
-        report.note(request, "quiet", context)
+        report.note(request, QUIET, context)
         yield context
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm import hosts
+from pytest_lfm.runtime import hosts
 
 DTYPES = ("bfloat16", "float16")
 LEVELS = ("full", "quick")

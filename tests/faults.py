@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.recording import Exchange, read_exchanges, write_exchanges
+from pytest_lfm.recording.exchange import Exchange
+from pytest_lfm.recording.jsonl import read_exchanges, write_exchanges
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_lfm import cli
-from pytest_lfm.compare import ReportError, compare, load, render_markdown
+from pytest_lfm.report.compare import ReportError, compare, load, render_markdown
 
 
 def check(nodeid: str, status: str, reason: str = "", **notes: Any) -> dict[str, Any]:

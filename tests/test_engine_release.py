@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from pytest_lfm.engine import release_cached_cuda_memory, release_mm_feature_pool
+from pytest_lfm.runtime.engine import release_cached_cuda_memory, release_mm_feature_pool
 
 
 def fake_torch(initialized: bool, calls: list[str]) -> types.ModuleType:

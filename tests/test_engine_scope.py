@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from pytest_lfm.engine import scoped_process_kill
-from pytest_lfm.server import SglangServer
+from pytest_lfm.runtime.engine import scoped_process_kill
+from pytest_lfm.runtime.server import SglangServer
 
 STANDIN = (sys.executable, str(Path(__file__).with_name("standin_server.py")))
 

@@ -21,7 +21,8 @@ import pytest
 from faults import FAULTS, baseline_ok, catch, default_recordings, mutate_exchanges, recordings, stores
 from filelock import FileLock
 
-from pytest_lfm.recording import Exchange, read_exchanges, write_exchanges
+from pytest_lfm.recording.exchange import Exchange
+from pytest_lfm.recording.jsonl import read_exchanges, write_exchanges
 
 RECORDINGS = default_recordings()
 SHOWN = ", ".join(map(str, RECORDINGS)) or "docs/gpu-runs/**/recordings"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_lfm import hosts
+from pytest_lfm.errors import RuntimeLeftoverWarning
+from pytest_lfm.runtime import hosts
 
 ROOT = str(Path(__file__).resolve().parents[1])  # importable in subprocesses even before `pip install -e .`
 
@@ -97,11 +98,11 @@ def test_leftover_warning_names_the_runtimes_processes_still_on_the_gpu(
     fake_smi: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another runtime's memory on the same GPU is not this runtime's leftover: only its own processes count."""
-    from pytest_lfm import server
+    from pytest_lfm.runtime import server
 
     monkeypatch.setattr(server, "GPU_RELEASE_TIMEOUT", 0.2)
     Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, sglang, 2777\nGPU-aaaa-0000, 99, other, 9000\n")
-    with pytest.warns(server.RuntimeLeftoverWarning, match=r"GPU 0: pid 4242 sglang 2777 MiB"):
+    with pytest.warns(RuntimeLeftoverWarning, match=r"GPU 0: pid 4242 sglang 2777 MiB"):
         server.warn_leftovers("engine", [], [4242], [0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -143,7 +144,7 @@ def test_free_port_skips_a_bound_port(tmp_path: Path, monkeypatch: pytest.Monkey
 CLAIMER = """
 import json, sys
 from pathlib import Path
-from pytest_lfm import hosts
+from pytest_lfm.runtime import hosts
 ports = [hosts.free_port(claims=Path(sys.argv[1])) for _ in range(20)]
 print(json.dumps(ports), flush=True)
 sys.stdin.read()  # hold the claims (they lapse when this process ends) until the test has every port
@@ -168,7 +169,7 @@ def test_concurrent_sessions_with_one_worker_number_get_distinct_ports(tmp_path:
 XDIST_TEST = """
 import os, pytest
 from pathlib import Path
-from pytest_lfm import hosts
+from pytest_lfm.runtime import hosts
 
 @pytest.mark.parametrize("n", range(8))
 def test_claim(n):

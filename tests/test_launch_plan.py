@@ -19,10 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pytest_lfm.errors import ExternalServerError, ServerStartError
 from pytest_lfm.matrix import LaunchConfig, ModelSpec, load_matrix
-from pytest_lfm.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
-from pytest_lfm.runtime import Launch, RuntimePool, default_max_starting
-from pytest_lfm.server import ExternalServer, ExternalServerError, ServerStartError, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
+from pytest_lfm.runtime.pool import Launch, RuntimePool, default_max_starting
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_PATH = str(Path(__file__).with_name("standin_server.py"))
@@ -369,7 +370,7 @@ def test_a_foreign_server_on_the_port_is_not_taken_for_ours(tmp_path: Path, ours
 SIGNAL_CONFTEST = """
 import sys
 import pytest
-from pytest_lfm.runtime import RuntimePool
+from pytest_lfm.runtime.pool import RuntimePool
 
 STANDIN_PATH = {standin!r}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_lfm.matrix import LaunchConfig, MatrixError, Override, builtin_matrix_files, load_file, load_matrix
+from pytest_lfm.runtime.compat import installed_sglang_version
 
 REAL = {
     "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
@@ -300,3 +301,25 @@ def test_a_repeated_id_overrides_the_earlier_entry_and_says_so(pytester: pytest.
     result.stdout.fnmatch_lines(["pytest-lfm models: micro-dense, micro-moe, micro-vl",
                                  f"pytest-lfm matrix: micro-dense from redefined.toml replaces the one from {builtin}",
                                  "pytest-lfm matrix: mine from redefined.toml replaces the one from redefined.toml"])
+
+
+NEWER_SGLANG = """
+[[model]]
+id = "org/needs-newer-sglang"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+min_sglang = "99.0"
+"""
+
+
+def test_a_model_needing_a_newer_sglang_skips_naming_both_versions(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", newer=NEWER_SGLANG)
+    pytester.makepyfile("def test_any(lfm_model):\n    pass\n")
+    installed = installed_sglang_version()
+    assert installed is not None  # sglang is a dependency
+    result = pytester.runpytest("--lfm-matrix", "newer.toml", "--lfm-model", "org/needs-newer-sglang", "-rs",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"SKIPPED * sglang {installed} is installed; org/needs-newer-sglang needs "
+                                 "sglang >= 99.0 (min_sglang in *newer.toml)"])

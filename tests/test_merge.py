@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from pytest_lfm import cli
-from pytest_lfm.compare import ReportError, compare
-from pytest_lfm.merge import merge, merge_files
 from pytest_lfm.report import SCHEMA_VERSION
+from pytest_lfm.report.compare import ReportError, compare
+from pytest_lfm.report.merge import merge, merge_files
 
 GPU_RUNS = Path(__file__).resolve().parents[1] / "docs" / "gpu-runs"
 

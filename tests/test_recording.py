@@ -18,19 +18,10 @@ import openai
 import pytest
 from PIL import Image
 
-from pytest_lfm.recording import (
-    REPLAY_BASE_URL,
-    Exchange,
-    RecordingError,
-    ReplayServer,
-    Store,
-    UnrecordedRequest,
-    canonical_body,
-    node_key,
-    open_store,
-    read_exchanges,
-    write_exchanges,
-)
+from pytest_lfm.recording.exchange import Exchange, RecordingError, canonical_body, node_key
+from pytest_lfm.recording.jsonl import read_exchanges, write_exchanges
+from pytest_lfm.recording.replay import REPLAY_BASE_URL, ReplayServer
+from pytest_lfm.recording.store import Store, UnrecordedRequest, open_store, stale_micro_recording
 
 NODE = "conformance/test_demo.py::test_demo[micro-dense-bfloat16]"
 
@@ -324,7 +315,6 @@ def test_meta_and_replay_server_give_the_recorded_server(tmp_path: Path) -> None
 def test_a_recording_of_another_micro_recipe_is_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                     ) -> None:
     from pytest_lfm import micro
-    from pytest_lfm.recording import stale_micro_recording
 
     monkeypatch.setenv("LFM_MICRO_CACHE", str(tmp_path / "cache"))
     current = micro.checkpoint_dir("dense")
@@ -467,8 +457,6 @@ def test_a_suite_recorded_in_one_pytest_run_replays_in_another(
 
 def test_loopback_urls_are_keyed_without_their_port() -> None:
     # the vision suite's image server listens on a new port each run: a replay must still find the recorded answer
-    from pytest_lfm.recording import canonical_body
-
     def body(port: int, host: str = "127.0.0.1") -> bytes:
         return json.dumps({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": f"http://{host}:{port}/red.png"}}]}]}).encode()

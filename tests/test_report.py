@@ -20,8 +20,8 @@ PLUGIN_ARGS = () if any(ep.value == "pytest_lfm.plugin" for ep in entry_points(g
 
 CONFTEST = """
 import pytest
-from pytest_lfm.plugin import POOL
-from pytest_lfm.runtime import Launch, RuntimePool
+from pytest_lfm.runtime.pool import Launch, RuntimePool
+from pytest_lfm.state import POOL
 
 
 class RecordedPool(RuntimePool):

@@ -13,18 +13,12 @@ import httpx
 import psutil
 import pytest
 
-from pytest_lfm import server as server_module
-from pytest_lfm.engine import normalize_engine_kwargs
+from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.plugin import NO_RUNTIME
-from pytest_lfm.server import (
-    SERVE,
-    ExternalServer,
-    ServerCrashedError,
-    ServerStartError,
-    SglangServer,
-    build_launch_command,
-    installed_sglang_version,
-)
+from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime import server as server_module
+from pytest_lfm.runtime.compat import SERVE, installed_sglang_version, normalize_engine_kwargs
+from pytest_lfm.runtime.server import build_launch_command
 
 STANDIN = (sys.executable, str(Path(__file__).with_name("standin_server.py")))
 MODEL = "standin/model"

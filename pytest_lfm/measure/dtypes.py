@@ -8,10 +8,11 @@ import openai
 import pytest
 
 from pytest_lfm import checks
+from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.measure.logprobs import answer_turns
 from pytest_lfm.micro.script import Script
-from pytest_lfm.server import ExternalServer, ServerCrashedError, ServerStartError, SglangServer
+from pytest_lfm.runtime import ExternalServer, SglangServer
 
 KNOWN_FLOAT16_ISSUES = "sglang #19773, #30178, #31719"
 KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"

@@ -1,9 +1,7 @@
-"""The qualification report: one JSON and one Markdown file per run, written by the xdist controller.
-
-Suites attach facts to a test with :func:`note`; they travel with the test reports (``user_properties``), so the
-controller sees them under xdist too. The :class:`Report` session object, registered as a plugin by
-:func:`register`, collects each test's verdict, the notes, the runtime launches of every worker (through xdist's
-``workeroutput``) and writes the files at the end of the session into ``--lfm-report DIR``.
+"""The report's session object: :class:`Report`, registered as a plugin by :func:`register`, collects each test's
+verdict and notes (:mod:`pytest_lfm.report.notes`, carried by the test reports, so the xdist controller sees them
+too), the runtime launches and time split of every worker (through xdist's ``workeroutput``), and at the end of the
+session the controller writes one JSON and one Markdown file into ``--lfm-report DIR``.
 """
 
 from __future__ import annotations
@@ -13,58 +11,36 @@ import json
 import platform
 import socket
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.junitxml import xml_key
 
-from pytest_lfm.recording import node_key
+from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.recording.exchange import node_key
+from pytest_lfm.report.markdown import latency_table, render_markdown
+from pytest_lfm.report.notes import CONFIG, MODEL, note, notes_of
+from pytest_lfm.report.schema import (
+    KEY_FIGURES,
+    SCHEMA_VERSION,
+    SPLIT_FIELDS,
+    STATUSES,
+    Check,
+    fidelity_rows,
+    latency_rows,
+    scripted_turn_rows,
+)
+from pytest_lfm.runtime import hosts
+from pytest_lfm.state import PLAN, POOL, SELECTED, SETTINGS
 
-NOTE_PREFIX = "lfm:"
-SCHEMA_VERSION = 1
-STATUSES = ("fail", "xpass", "xfail", "skip", "pass")
 PLUGIN_NAME = "lfm-report"
 _LAUNCHES = "lfm_launches"
 _SPLIT = "lfm_time_split"
-SPLIT_FIELDS = ("wall_s", "launching_s", "launching_hidden_s", "startup_total_s", "testing_s", "idle_s")
 _VERSIONED = ("sglang", "torch", "transformers", "pytest-lfm", "pytest")
-# latency figures shown in the tables and recorded as junitxml suite properties
-KEY_FIGURES = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2e_ms", "output_tok_s", "failed")
-
-
-def note(request_or_item: pytest.FixtureRequest | pytest.Item, key: str, value: Any) -> None:
-    """Attach ``key = value`` to the current test's entry in the report (and its junitxml testcase).
-
-    ``value`` must be JSON-serializable (dataclasses are converted); it is stored in ``item.user_properties`` as
-    ``("lfm:" + key, value)``, which xdist carries to the controller.
-    """
-    item = request_or_item.node if isinstance(request_or_item, pytest.FixtureRequest) else request_or_item
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    try:
-        value = json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"report.note({key!r}): the value must be JSON-serializable: {exc}") from None
-    item.user_properties.append((NOTE_PREFIX + key, value))
-
-
-def notes_of(user_properties: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """The notes among ``user_properties`` (prefix removed; a later note with the same key wins)."""
-    return {k[len(NOTE_PREFIX):]: v for k, v in user_properties if isinstance(k, str) and k.startswith(NOTE_PREFIX)}
-
-
-@dataclass
-class Check:
-    """One test's verdict in the report."""
-
-    nodeid: str
-    status: str = "pass"
-    reason: str = ""
-    duration_s: float = 0.0
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -103,8 +79,6 @@ def _versions() -> dict[str, str | None]:
 
 
 def _gpus() -> list[dict[str, Any]]:
-    from pytest_lfm import hosts
-
     try:
         return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib} for g in hosts.list_gpus()]
     except Exception as exc:  # the report must not fail the run because nvidia-smi misbehaves
@@ -133,14 +107,12 @@ class Report:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Note each test's runtime configuration, so the report can group checks by it."""
-        from pytest_lfm.matrix import LaunchConfig
-
         for item in items:
             callspec = getattr(item, "callspec", None)
             launch = callspec.params.get("lfm_launch") if callspec else None
             if isinstance(launch, LaunchConfig):
-                note(item, "config", launch.id)
-                note(item, "model", launch.model.id)
+                note(item, CONFIG, launch.id)
+                note(item, MODEL, launch.model.id)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         nodeid = node_key(report.nodeid)  # the same check with or without -n (xdist's "@<group>" suffix)
@@ -155,8 +127,6 @@ class Report:
             check.status, check.reason = decided
 
     def _local_launches(self) -> list[dict[str, Any]]:
-        from pytest_lfm.plugin import POOL
-
         pool = self.config.stash.get(POOL, None)
         if pool is None:
             return []
@@ -165,8 +135,6 @@ class Report:
 
     def _local_split(self) -> dict[str, Any] | None:
         """How this process's wall time went (the pool's waits and startups against the tests' durations)."""
-        from pytest_lfm.plugin import POOL
-
         pool = self.config.stash.get(POOL, None)
         testing = sum(c.duration_s for c in self.checks.values())
         wall = time.monotonic() - self.started_monotonic
@@ -177,8 +145,6 @@ class Report:
         return pool.time_split(testing, wall)
 
     def _plan(self) -> list[dict[str, Any]]:
-        from pytest_lfm.plugin import PLAN
-
         return [{"kind": p.kind, "config": p.config.id, "tests": len(p.tests), "quiet_tests": p.quiet_tests}
                 for p in self.config.stash.get(PLAN, [])]
 
@@ -206,8 +172,6 @@ class Report:
 
     def data(self) -> dict[str, Any]:
         """The report as a JSON-able dict."""
-        from pytest_lfm.plugin import SELECTED, SETTINGS
-
         settings = self.config.stash[SETTINGS]
         checks = sorted(self.checks.values(), key=lambda c: c.nodeid)
         for check in checks:
@@ -246,8 +210,6 @@ class Report:
             return
         data = self.data()
         self._junit_properties(data)
-        from pytest_lfm.plugin import SETTINGS
-
         report_dir = self.config.stash[SETTINGS].report_dir
         if report_dir is None or not self.checks:  # nothing ran (e.g. --collect-only): no report
             return
@@ -259,8 +221,6 @@ class Report:
         self.paths = [json_path, md_path]
 
     def _junit_properties(self, data: Mapping[str, Any]) -> None:
-        from _pytest.junitxml import xml_key
-
         xml = self.config.stash.get(xml_key, None)
         if xml is None:
             return
@@ -285,7 +245,7 @@ class Report:
         if not rows and not self.paths:
             return
         terminalreporter.section("pytest-lfm qualification")
-        for line in _latency_table(rows):
+        for line in latency_table(rows):
             terminalreporter.write_line(line)
         for path in self.paths:
             terminalreporter.write_line(f"report: {path}")
@@ -310,76 +270,6 @@ def _claim(directory: Path, stem: str) -> tuple[Path, Path]:
             name = f"{stem}-{n}"
 
 
-def latency_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
-    """One row per test that noted "latency": its context, key figures and budget verdict."""
-    rows = []
-    for check in checks:
-        lat = check.notes.get("latency")
-        if not isinstance(lat, dict):
-            continue
-        figures = lat.get("figures", {})
-        rows.append({
-            "test": check.nodeid,
-            "config": lat.get("config", check.notes.get("config")),
-            "profile": lat.get("profile"),
-            "gpu": lat.get("gpu"),
-            "concurrency": lat.get("concurrency"),
-            **{k: figures.get(k) for k in KEY_FIGURES},
-            "budget": lat.get("budget"),
-            "verdict": lat.get("verdict", "reported"),
-            "verdicts": lat.get("verdicts", []),
-            "status": check.status,
-            "conditions": conditions(check.notes.get("quiet")),
-        })
-    return rows
-
-
-def conditions(quiet: Any) -> str:
-    """What else ran on the GPU while a figure was measured (the ``quiet`` note of the lfm_quiet fixture)."""
-    if not isinstance(quiet, dict) or quiet.get("alive") is None:
-        return "not known (runtime not launched here)"
-    shared = "; GPU shared with other xdist workers" if quiet.get("workers_share_gpus") else ""
-    paused, running = quiet.get("paused") or [], quiet["alive"]
-    alone = "alone" if not running else f"beside {', '.join(running)} (not pausable)"
-    return f"{alone}: nothing starting, {len(paused)} other runtime(s) paused{shared}"
-
-
-def fidelity_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
-    """One row per test that noted "fidelity": the judged TTFT / TPOT ratios against bench_serving (normalized by
-    the server's own figures where it had them), the plain ratios of the means, and how many rounds."""
-    rows = []
-    for check in checks:
-        fid = check.notes.get("fidelity")
-        if not isinstance(fid, dict):
-            continue
-        plain, normalized = fid.get("ratios") or {}, fid.get("normalized_ratios") or {}
-        judged = normalized or plain
-        rows.append({"test": check.nodeid, "config": fid.get("config"), "gpu": fid.get("gpu"),
-                     "rounds": fid.get("rounds"), "ttft": judged.get("ttft"), "tpot": judged.get("tpot"),
-                     "normalized": bool(normalized), "plain_ttft": plain.get("ttft"),
-                     "plain_tpot": plain.get("tpot"), "status": check.status})
-    return rows
-
-
-def scripted_turn_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
-    """Per micro checkpoint: the scripted turns sent through the runtime, how many came back exactly, which not."""
-    table: dict[str, dict[str, Any]] = {}
-    for check in checks:
-        turn = check.notes.get("scripted_turn")
-        if not isinstance(turn, dict) or check.status not in ("pass", "fail"):
-            continue
-        row = table.setdefault(turn["checkpoint"], {"checkpoint": turn["checkpoint"], "turns": 0, "exact": 0,
-                                                     "missed": []})
-        row["turns"] += 1
-        if check.status == "pass":
-            row["exact"] += 1
-        else:
-            row["missed"].append(turn["turn"])
-    for row in table.values():
-        row["percent"] = round(100 * row["exact"] / row["turns"], 1)
-    return [table[k] for k in sorted(table)]
-
-
 def register(config: pytest.Config) -> Report:
     """Register the report session object (once per process); call from ``pytest_configure``."""
     existing = config.pluginmanager.get_plugin(PLUGIN_NAME)
@@ -388,101 +278,3 @@ def register(config: pytest.Config) -> Report:
     report = Report(config)
     config.pluginmanager.register(report, PLUGIN_NAME)
     return report
-
-
-# ---------------------------------------------------------------- Markdown
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return lines
-
-
-def _latency_table(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    return _table(
-        ["config", "profile", "GPU", "conc.", "TTFT ms", "TPOT ms", "ITL ms", "E2E ms", "tok/s", "failed", "budget",
-         "measured"],
-        ([r["config"], r["profile"], r["gpu"], r["concurrency"], *(r[k] for k in KEY_FIGURES), r["verdict"],
-          r.get("conditions")] for r in rows),
-    )
-
-
-def _gib(mib: Any) -> str | None:
-    return f"{mib / 1024:.1f}" if isinstance(mib, (int, float)) else None
-
-
-def render_markdown(data: Mapping[str, Any]) -> str:
-    """The report as Markdown: environment, launches, verdict summary, failures, latency, all checks."""
-    v = data["versions"]
-    merged = data.get("merged")  # a report of pytest_lfm.merge: its parts' commands instead of one
-    run = (f"merged from {len(merged['parts'])} reports ({merged['duration_sum_s']} s in all)" if merged
-           else f"`pytest {' '.join(data['args'])}`")
-    lines = [
-        "# pytest-lfm qualification report", "",
-        f"{data['created']} on {data['host']}, {data['duration_s']} s; {run}", "",
-        *(["## Merged reports", "", *_table(["report", "host", "created", "s", "command"], (
-            (p["file"], p["host"], p["created"], p["duration_s"], "pytest " + " ".join(p["args"]))
-            for p in merged["parts"])), ""] if merged else []),
-        "## Environment", "",
-        *_table(["package", "version"], ((k, v[k]) for k in v)), "",
-        "GPUs: " + (", ".join(f"{g.get('index')}: {g.get('name', g.get('error'))}" for g in data["gpus"]) or "none"),
-        "",
-        "Models: " + ", ".join(f"`{m['id']}`" for m in data["models"]), "",
-    ]
-    split = data.get("time_split")
-    if split:
-        lines += ["## Time split", "", *_table(
-            ["wall s", "waiting for runtimes s", "testing s", "idle s", "startups s (sum)", "startups hidden s",
-             "launches", "planned"],
-            [[split.get("wall_s"), split.get("launching_s"), split.get("testing_s"), split.get("idle_s"),
-              split.get("startup_total_s"), split.get("launching_hidden_s"), split.get("launches"),
-              split.get("planned")]]), "",
-            "Waiting: the tests stood still until a runtime was ready. Hidden: startup time that ran while tests "
-            "ran (summed over launches, so it can exceed the wall time). Idle: collection, builds outside a "
-            "launch, teardown and reports.", ""]
-    if data["launches"]:
-        lines += ["## Runtime launches", "",
-                  *_table(["config", "kind", "worker", "GPUs", "planned", "background", "tests", "started s",
-                           "startup s", "GiB held", "error", "arguments"],
-                          ((x["config"], x["kind"], x.get("worker"), ",".join(map(str, x["gpus"])),
-                            x.get("planned"), x.get("background"), x.get("tests"), x.get("started_s"),
-                            x.get("startup_seconds"), _gib(x.get("memory_mib")), x.get("error"), " ".join(x["args"]))
-                           for x in data["launches"])), ""]
-    lines += ["## Verdicts", "", *_table(list(data["summary"]), [list(data["summary"].values())]), ""]
-    flagged = [c for c in data["checks"] if c["status"] in ("fail", "xpass", "xfail", "skip")]
-    if flagged:
-        flagged.sort(key=lambda c: STATUSES.index(c["status"]))
-        lines += ["### Not passing", "",
-                  *_table(["status", "check", "reason"], ((c["status"], c["nodeid"], c["reason"]) for c in flagged)),
-                  ""]
-    if data["latency"]:
-        lines += ["## Latency (mean over requests; bench_serving definitions)", "", *_latency_table(data["latency"]),
-                  ""]
-    if data.get("fidelity"):
-        lines += ["## Fidelity: plugin / sglang.bench_serving, same server and workload", "",
-                  *_table(["config", "GPU", "rounds", "TTFT", "TPOT", "judged on", "plain TTFT", "plain TPOT",
-                           "status"],
-                          ((r["config"], r["gpu"], r["rounds"], r["ttft"], r["tpot"],
-                            "server-normalized" if r["normalized"] else "plain", r["plain_ttft"], r["plain_tpot"],
-                            r["status"]) for r in data["fidelity"])), ""]
-    if data.get("scripted_turns"):
-        lines += ["## Micro checkpoints: scripted turns through the runtime (temperature 0)", "",
-                  *_table(["checkpoint", "turns", "exact", "percent", "missed"],
-                          ((r["checkpoint"], r["turns"], r["exact"], r["percent"], ", ".join(r["missed"]) or "-")
-                           for r in data["scripted_turns"])), ""]
-    lines += ["## All checks", "",
-              *_table(["check", "status", "s", "prompt", "tokens"],
-                      ((c["nodeid"], c["status"], c["duration_s"], c["notes"].get("prompt_fingerprint"),
-                        c["notes"].get("prompt_tokens")) for c in data["checks"])), ""]
-    return "\n".join(lines)

@@ -1,12 +1,12 @@
 """Merge the reports of one qualification that ran in parts (over hosts, GPUs, or one ``--lfm-model`` per run) into
-one report, which ``pytest-lfm compare`` and :func:`pytest_lfm.report.render_markdown` read like any other:
+one report, which ``pytest-lfm compare`` and :func:`pytest_lfm.report.markdown.render_markdown` read like any other:
 
     pytest-lfm merge A.json B.json ... -o QUALIFICATION.json     # also writes QUALIFICATION.md
 
-How each field of the merged report comes about (a :class:`~pytest_lfm.compare.ReportError` names the files and
+How each field of the merged report comes about (a :class:`~pytest_lfm.report.compare.ReportError` names the files and
 what differs where the parts cannot be one qualification):
 
-- every input must be a report of this schema version (:func:`pytest_lfm.compare.validate`) with the fields a run
+- every input must be a report of this schema version (:func:`pytest_lfm.report.compare.validate`) with the fields a run
   writes, each given once; the merged report has the same ``schema``;
 - ``checks``: the union keyed by node id. A check that several parts ran (one that does not depend on the model,
   such as the parser corpus) must have the same verdict (``status``) in each, and the first part's entry is kept;
@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.compare import FIX, ReportError, load, validate
-from pytest_lfm.report import (
+from pytest_lfm.report.compare import FIX, ReportError, load, validate
+from pytest_lfm.report.schema import (
     SCHEMA_VERSION,
     STATUSES,
     Check,
@@ -218,8 +218,8 @@ def merge(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
 
 
 def merge_files(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """:func:`merge` of the report files at ``paths`` (each :func:`~pytest_lfm.compare.load`-ed, named by its path
-    as given); :class:`ReportError` for an unreadable file or one given twice."""
+    """:func:`merge` of the report files at ``paths`` (each :func:`~pytest_lfm.report.compare.load`-ed, named by its
+    path as given); :class:`ReportError` for an unreadable file or one given twice."""
     resolved = [Path(path).resolve() for path in paths]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm import hosts
-from pytest_lfm.engine import SglangEngine
+from pytest_lfm.errors import MicroBuildError
 from pytest_lfm.matrix import LaunchConfig
-from pytest_lfm.plan import PlannedLaunch, estimate_mib, launch_key
-from pytest_lfm.server import SglangServer, child_setup
+from pytest_lfm.runtime import hosts
+from pytest_lfm.runtime.engine import SglangEngine
+from pytest_lfm.runtime.plan import PlannedLaunch, estimate_mib, launch_key
+from pytest_lfm.runtime.server import SglangServer, child_setup
 
 Runtime = SglangServer | SglangEngine
 USABLE_SHARE = 0.85
@@ -84,10 +85,6 @@ def start_order(waiting: Sequence[_Entry]) -> list[_Entry]:
     then the slow starts, which the timing checks at the end of the run need, then the rest in plan order."""
     soon, later = list(waiting[:SOON]), waiting[SOON:]
     return soon + sorted(later, key=lambda e: e.config.profile == "default")
-
-
-class MicroBuildError(RuntimeError):
-    """A micro checkpoint could not be built."""
 
 
 class RuntimePool:
@@ -316,7 +313,7 @@ class RuntimePool:
             if micro.is_built(path):
                 return path
             if self._closing:
-                raise MicroBuildError(f"micro checkpoint {name} not built: the run is stopping")
+                raise MicroBuildError(f"micro checkpoint {name} not built: the run is stopping", name=name)
             self.log(f"building micro checkpoint {name} (once; cached in {path.parent})")
             proc = subprocess.Popen([*self.build_command, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, errors="replace", preexec_fn=child_setup(0))
@@ -338,7 +335,8 @@ class RuntimePool:
                 last, command = "\n".join(tail[-10:]), " ".join([*self.build_command, name])
                 raise MicroBuildError(f"micro checkpoint {name} did not build (`{command}` exited with code {code}); "
                                       f"its last output:\n{last}\nRun "
-                                      f"`pytest-lfm micro build {name} --verbose` to see the whole build.")
+                                      f"`pytest-lfm micro build {name} --verbose` to see the whole build.", name=name,
+                                      exit_code=code)
             return path
 
     def _submit(self, entry: _Entry, *, background: bool) -> None:

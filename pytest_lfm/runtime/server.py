@@ -1,4 +1,4 @@
-"""Run an sglang HTTP server as a subprocess (usable without pytest), or stand in for one started elsewhere.
+"""Run an sglang HTTP server as a subprocess (usable without pytest).
 
     with SglangServer("LiquidAI/LFM2-350M", ["--tool-call-parser", "lfm2"], gpus=[0]) as server:
         openai.OpenAI(base_url=server.base_url + "/v1", api_key="EMPTY").models.list()
@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import importlib.util
 import os
 import signal
 import subprocess
@@ -19,24 +18,15 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 import psutil
-from packaging.version import InvalidVersion, Version
 
-from pytest_lfm import hosts
-
-SERVE = "from sglang.cli.main import main; main()"
-LAUNCHERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # `sglang serve`, the recommended entrypoint since 0.5.5; sglang.cli.main has no __main__ guard, hence -c
-    ("0.5.5", ("-c", SERVE, "serve")),
-    ("0", ("-m", "sglang.launch_server")),
-)
-"""(first sglang version, interpreter arguments that launch its server), newest first."""
+from pytest_lfm.errors import RuntimeLeftoverWarning, ServerCrashedError, ServerStartError
+from pytest_lfm.runtime import compat, hosts
 
 HEALTH_PATH = "/health_generate"
 LOG_TAIL_LINES = 50
@@ -46,67 +36,12 @@ GPU_RELEASE_TIMEOUT = 60.0
 PR_SET_PDEATHSIG = 1
 
 
-class ServerStartError(RuntimeError):
-    """The server did not become healthy: the message has the command, elapsed time, exit code, log tail, fixes."""
-
-    def __init__(self, message: str, *, command: Sequence[str] = (), exit_code: int | None = None,
-                 log_path: Path | None = None) -> None:
-        super().__init__(message)
-        self.command = list(command)
-        self.exit_code = exit_code
-        self.log_path = log_path
-
-
-class ServerCrashedError(RuntimeError):
-    """The server exited after it had started (the message has the exit code and the log tail), or a server
-    someone else started stopped answering."""
-
-    def __init__(self, message: str, *, exit_code: int | None = None, log_path: Path | None = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.log_path = log_path
-
-
-class ExternalServerError(RuntimeError):
-    """The server at --lfm-base-url cannot be tested: unreachable, or not an OpenAI-compatible sglang server."""
-
-    def __init__(self, message: str, *, base_url: str) -> None:
-        super().__init__(message)
-        self.base_url = base_url
-
-
-class RuntimeLeftoverWarning(UserWarning):
-    """A runtime's processes or GPU memory outlived its stop()."""
-
-
-def installed_sglang_version() -> str | None:
-    """The installed sglang's version (from its metadata, without importing it), or None."""
-    try:
-        return metadata.version("sglang")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _launcher(sglang_version: str | None) -> tuple[str, ...]:
-    if sglang_version is None:
-        spec = importlib.util.find_spec("sglang")
-        if spec is not None and spec.origin is not None:
-            has_cli = (Path(spec.origin).parent / "cli" / "main.py").exists()
-            return LAUNCHERS[0][1] if has_cli else LAUNCHERS[-1][1]
-        sglang_version = "0"
-    try:
-        version = Version(sglang_version)
-    except InvalidVersion:
-        return LAUNCHERS[0][1]
-    return next(args for first, args in LAUNCHERS if version >= Version(first))
-
-
 def build_launch_command(
     model_path: str, args: Sequence[str] = (), host: str = "127.0.0.1", port: int = 30000,
     sglang_version: str | None = None,
 ) -> list[str]:
     """The command that serves ``model_path`` with this interpreter's sglang (``sglang_version``: pick its launcher)."""
-    return [sys.executable, *_launcher(sglang_version), "--model-path", model_path, "--host", host,
+    return [sys.executable, *compat.launcher_args(sglang_version), "--model-path", model_path, "--host", host,
             "--port", str(port), *args]
 
 
@@ -182,7 +117,7 @@ def child_setup(niceness: int) -> Callable[[], None]:
     return setup
 
 
-class _HttpRuntime:
+class HttpRuntime:
     """What a local and an external server share: the URL and the metadata endpoints."""
 
     base_url: str
@@ -203,7 +138,7 @@ class _HttpRuntime:
                 version = _get_json(f"{self.base_url}/get_server_info").get("version")
             except (httpx.HTTPError, ValueError, AttributeError):
                 version = None
-            self._sglang_version = str(version or installed_sglang_version() or "unknown")
+            self._sglang_version = str(version or compat.installed_sglang_version() or "unknown")
         return self._sglang_version
 
 
@@ -222,7 +157,7 @@ def kill_all() -> None:
         server.kill()
 
 
-class SglangServer(_HttpRuntime):
+class SglangServer(HttpRuntime):
     """An sglang server subprocess in its own session: start() (or launch() then wait_ready()) waits for
     GET /health_generate == 200 from this very server, stop() leaves no process of it and (with ``gpus``) waits
     until none of its processes holds GPU memory."""
@@ -328,6 +263,7 @@ class SglangServer(_HttpRuntime):
             if remaining <= 0:
                 raise self._start_error(f"GET {url} gave no 200 within the launch timeout of "
                                         f"{self.launch_timeout:g} s (last: {last})", url)
+            self._remember_family()  # again just before the request that may be the one the server dies on
             try:
                 response = httpx.get(url, timeout=max(1.0, min(remaining, 30.0)))
                 if response.status_code == 200:
@@ -509,95 +445,6 @@ class SglangServer(_HttpRuntime):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-class ExternalServer(_HttpRuntime):
-    """A server started elsewhere (``--lfm-base-url``): the same surface as SglangServer; start/stop do nothing.
-
-    It is checked once, when first used (verify(): reachable, healthy, OpenAI-compatible); health() is asked again
-    only to explain a failure: sglang's health endpoints take a second or more each."""
-
-    log_path: Path | None = None
-    startup_seconds: float | None = None
-    pid: int | None = None
-
-    def __init__(self, base_url: str) -> None:
-        url = base_url.rstrip("/")
-        self.base_url = url[: -len("/v1")] if url.endswith("/v1") else url
-        self.command: list[str] = []
-        self._verified = False
-
-    def __repr__(self) -> str:
-        return f"ExternalServer({self.base_url})"
-
-    def health(self) -> str | None:
-        """None when GET /health or /health_generate answers 200, else what went wrong."""
-        problems = []
-        for path in ("/health", HEALTH_PATH):
-            try:
-                status = httpx.get(f"{self.base_url}{path}", timeout=30).status_code
-            except httpx.HTTPError as exc:
-                problems.append(f"GET {path}: {type(exc).__name__}: {exc}")
-                continue
-            if status == 200:
-                return None
-            problems.append(f"GET {path}: HTTP {status}")
-        return "; ".join(problems)
-
-    def verify(self) -> None:
-        """Once: the server answers its health endpoint and GET /v1/models lists a model (OpenAI-compatible);
-        ExternalServerError says what came back and what to do."""
-        if self._verified:
-            return
-        fix = ("Pass the URL of a running sglang server (`sglang serve --model-path ... --port N`, then "
-               "--lfm-base-url http://HOST:N), or leave --lfm-base-url out to let pytest-lfm launch one.")
-        problem = self.health()
-        if problem is not None:
-            raise ExternalServerError(f"the server at {self.base_url} (--lfm-base-url) is not usable: {problem}. "
-                                      + fix, base_url=self.base_url)
-        url = f"{self.base_url}/v1/models"
-        try:
-            response = httpx.get(url, timeout=30)
-            data = response.json() if response.status_code == 200 else None
-            model = data["data"][0]["id"] if isinstance(data, dict) else None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-            model, response_text = None, f"{type(exc).__name__}: {exc}"
-        else:
-            response_text = f"HTTP {response.status_code}: {response.text[:200]!r}"
-        if not isinstance(model, str):
-            raise ExternalServerError(
-                f"the server at {self.base_url} (--lfm-base-url) is healthy but not OpenAI-compatible: GET {url} "
-                f"gave {response_text}, not a model list (`{{\"data\": [{{\"id\": ...}}]}}`). " + fix,
-                base_url=self.base_url)
-        self._served_model = model
-        self._verified = True
-
-    def start(self) -> ExternalServer:
-        self.verify()
-        return self
-
-    def stop(self) -> None:
-        return None
-
-    def is_running(self) -> bool:
-        return self.health() is None
-
-    def check_alive(self) -> None:
-        """Verify the server when first used; afterwards free (a failing test asks health() for its report)."""
-        try:
-            self.verify()
-        except ExternalServerError as exc:
-            raise ServerCrashedError(str(exc)) from None
-
-    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
-        return f"(no log: {self.base_url} was started outside pytest-lfm)"
-
-    def __enter__(self) -> ExternalServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        return None
 
 
 def _indent(text: str) -> str:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.report import KEY_FIGURES, SCHEMA_VERSION, STATUSES
+from pytest_lfm.report.markdown import table
+from pytest_lfm.report.notes import PROMPT_FINGERPRINT, PROMPT_TOKENS
+from pytest_lfm.report.schema import KEY_FIGURES, SCHEMA_VERSION, STATUSES
 
 PASSING = ("pass", "xpass")
 ABSENT = "absent"
@@ -190,13 +192,12 @@ def _latency_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any])
 def _prompt_changes(diff: Diff, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     for nodeid in sorted(set(old) & set(new)):
         a, b = old[nodeid].get("notes", {}), new[nodeid].get("notes", {})
-        keys = ("prompt_fingerprint", "prompt_tokens")
+        keys = (PROMPT_FINGERPRINT, PROMPT_TOKENS)
         if not any(k in a for k in keys) or not any(k in b for k in keys):
             continue  # a run that never got to render the prompt (e.g. its server did not start) has nothing to compare
-        if a.get("prompt_fingerprint") != b.get("prompt_fingerprint") or a.get("prompt_tokens") != b.get(
-                "prompt_tokens"):
-            diff.prompts.append(PromptChange(nodeid, a.get("prompt_fingerprint"), b.get("prompt_fingerprint"),
-                                             a.get("prompt_tokens"), b.get("prompt_tokens")))
+        if a.get(PROMPT_FINGERPRINT) != b.get(PROMPT_FINGERPRINT) or a.get(PROMPT_TOKENS) != b.get(PROMPT_TOKENS):
+            diff.prompts.append(PromptChange(nodeid, a.get(PROMPT_FINGERPRINT), b.get(PROMPT_FINGERPRINT),
+                                             a.get(PROMPT_TOKENS), b.get(PROMPT_TOKENS)))
 
 
 def _report(source: str | Path | Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -221,19 +222,11 @@ def compare(old: str | Path | Mapping[str, Any], new: str | Path | Mapping[str, 
     return diff
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def _section(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = [f"## {title} ({len(rows)})", ""]
     if not rows:
         return [*lines, "None.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return [*lines, ""]
+    return [*lines, *table(header, rows), ""]
 
 
 def render_markdown(diff: Diff) -> str:

@@ -6,10 +6,7 @@
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import gc
-import inspect
 import multiprocessing.resource_tracker
 import os
 import sys
@@ -21,52 +18,8 @@ from typing import Any
 
 import psutil
 
-from pytest_lfm import hosts
-from pytest_lfm.server import installed_sglang_version, sweep, warn_leftovers
-
-RENAMES: tuple[tuple[str, str], ...] = (
-    ("cuda_graph_max_bs", "cuda_graph_max_bs_decode"),  # 0.5.17 has only the second (FACTS.md)
-    ("cuda_graph_bs", "cuda_graph_bs_decode"),
-    ("tp", "tp_size"),
-    ("dp", "dp_size"),
-    ("pp", "pp_size"),
-)
-"""Pairs of spellings of one setting across sglang versions: a kwarg the installed ServerArgs lacks is renamed to
-its partner when the partner is a field."""
-
-
-def normalize_engine_kwargs(
-    kwargs: Mapping[str, Any], fields: Collection[str], flags: Mapping[str, str], version: str = "installed",
-) -> dict[str, Any]:
-    """``kwargs`` with every key a ServerArgs field of this sglang: known as is, via a CLI flag's destination
-    (``flags``: "--cuda-graph-max-bs" -> "cuda_graph_max_bs_decode") or via RENAMES; TypeError names the unknown."""
-    renames = {a: b for a, b in RENAMES} | {b: a for a, b in RENAMES}
-    result: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        field = key
-        if field not in fields:
-            field = flags.get("--" + key.replace("_", "-"), field)
-        if field not in fields:
-            field = renames.get(key, field)
-        if field not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
-            raise TypeError(f"sglang {version}'s Engine has no argument {key}={value!r}: not a ServerArgs field"
-                            f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}. Engine arguments are "
-                            "the ServerArgs fields of the installed sglang (`python -m sglang.launch_server --help`).")
-        if field in result and result[field] != value:
-            raise TypeError(f"Engine arguments set {field} twice ({key}={value!r} and {result[field]!r})")
-        result[field] = value
-    return result
-
-
-def server_args_schema() -> tuple[set[str], dict[str, str]]:
-    """The installed sglang's ServerArgs fields and its CLI flags -> field names (imports sglang: slow)."""
-    from sglang.srt.server_args import ServerArgs
-
-    parser = argparse.ArgumentParser(add_help=False)
-    ServerArgs.add_cli_args(parser)
-    flags = {opt: action.dest for action in parser._actions for opt in action.option_strings}
-    return set(inspect.signature(ServerArgs).parameters), flags
+from pytest_lfm.runtime import compat, hosts
+from pytest_lfm.runtime.server import sweep, warn_leftovers
 
 
 @contextmanager
@@ -173,11 +126,11 @@ class SglangEngine:
     ) -> None:
         import sglang as sgl
 
-        fields, flags = server_args_schema()
+        fields, flags = compat.server_args_schema()
         self.model_path = model_path
         self.gpus = list(gpus) if gpus is not None else None
-        self.kwargs = normalize_engine_kwargs({"model_path": model_path, "dtype": dtype, **engine_kwargs}, fields,
-                                              flags, installed_sglang_version() or "installed")
+        self.kwargs = compat.normalize_engine_kwargs({"model_path": model_path, "dtype": dtype, **engine_kwargs},
+                                                     fields, flags, compat.installed_sglang_version() or "installed")
         updates = dict(env or {})
         if self.gpus is not None:
             updates["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
