@@ -98,15 +98,15 @@ def test_leftover_warning_names_the_runtimes_processes_still_on_the_gpu(
     fake_smi: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another runtime's memory on the same GPU is not this runtime's leftover: only its own processes count."""
-    from pytest_lfm.runtime import server
+    from pytest_lfm.runtime import processes
 
-    monkeypatch.setattr(server, "GPU_RELEASE_TIMEOUT", 0.2)
+    monkeypatch.setattr(processes, "GPU_RELEASE_TIMEOUT", 0.2)
     Path(f"{fake_smi}.apps").write_text("GPU-aaaa-0000, 4242, sglang, 2777\nGPU-aaaa-0000, 99, other, 9000\n")
     with pytest.warns(RuntimeLeftoverWarning, match=r"GPU 0: pid 4242 sglang 2777 MiB"):
-        server.warn_leftovers("engine", [], [4242], [0])
+        processes.warn_leftovers("engine", [], [4242], [0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        server.warn_leftovers("engine", [], [5], [0])  # pid 99's memory belongs to someone else
+        processes.warn_leftovers("engine", [], [5], [0])  # pid 99's memory belongs to someone else
 
 
 @pytest.mark.parametrize(("worker", "index"), [("gw0", 0), ("gw3", 3), ("gw12", 12), ("master", 0), ("", 0)])

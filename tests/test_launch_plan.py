@@ -21,9 +21,9 @@ import pytest
 
 from pytest_lfm.errors import ExternalServerError, ServerStartError
 from pytest_lfm.matrix import LaunchConfig, ModelSpec, load_matrix
-from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, Launch, RuntimePool, SglangServer
 from pytest_lfm.runtime.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
-from pytest_lfm.runtime.pool import Launch, RuntimePool, default_max_starting
+from pytest_lfm.runtime.pool import default_max_starting
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_PATH = str(Path(__file__).with_name("standin_server.py"))
@@ -662,7 +662,7 @@ def test_micro_checkpoints_build_side_by_side_each_in_a_process_of_its_own(tmp_p
     logged: list[str] = []
     pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"]), PlannedLaunch("server", moe, ["b"])],
                      capacity_mib=10 * NEED_MIB, max_starting=2, log=logged.append)
-    pool.build_command = [sys.executable, str(fake_builds)]
+    pool.builds.command = [sys.executable, str(fake_builds)]
     try:
         server = pool.server(dense)
         assert server.is_running()
@@ -682,7 +682,7 @@ def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path
     monkeypatch.setenv("FAKE_BUILD_FAILS", "dense")
     dense = LaunchConfig(load_matrix().get("micro-dense"))  # type: ignore[arg-type]
     pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"])], capacity_mib=10 * NEED_MIB)
-    pool.build_command = [sys.executable, str(fake_builds)]
+    pool.builds.command = [sys.executable, str(fake_builds)]
     try:
         with pytest.raises(RuntimeError, match=r"(?s)micro checkpoint dense did not build .*exited with code 3.*"
                                                r"CUDA error: out of memory.*pytest-lfm micro build dense --verbose"):

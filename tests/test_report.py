@@ -20,7 +20,7 @@ PLUGIN_ARGS = () if any(ep.value == "pytest_lfm.plugin" for ep in entry_points(g
 
 CONFTEST = """
 import pytest
-from pytest_lfm.runtime.pool import Launch, RuntimePool
+from pytest_lfm.runtime import Launch, RuntimePool
 from pytest_lfm.state import POOL
 
 

@@ -1,6 +1,8 @@
 """The runtimes pytest-lfm tests, usable without pytest: an sglang server it launches (``server``), one someone else
 started (``external``), an in-process ``sgl.Engine`` (``engine``), the launch plan of a test selection (``plan``),
-the pool that follows it on this worker's GPUs (``pool``), and the host's GPUs, ports and processes (``hosts``)."""
+the pool that follows it on this worker's GPUs (``pool``, with its micro ``builds`` and the ``launches`` it records),
+the runtimes' ``processes``, the host's GPUs and ports (``hosts``) and what differs between sglang versions
+(``compat``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Protocol
 
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.external import ExternalServer
-from pytest_lfm.runtime.pool import Launch, RuntimePool
+from pytest_lfm.runtime.launches import Launch
+from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.runtime.server import SglangServer
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from pytest_lfm.runtime import compat, hosts
-from pytest_lfm.runtime.server import sweep, warn_leftovers
+from pytest_lfm.runtime.processes import sweep, warn_leftovers
 
 
 @contextmanager

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.errors import MicroBuildError
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.runtime import hosts
+from pytest_lfm.runtime.builds import MicroBuilds
 from pytest_lfm.runtime.engine import SglangEngine
+from pytest_lfm.runtime.launches import Launch, time_split
 from pytest_lfm.runtime.plan import PlannedLaunch, estimate_mib, launch_key
-from pytest_lfm.runtime.server import SglangServer, child_setup
+from pytest_lfm.runtime.server import SglangServer
 
 Runtime = SglangServer | SglangEngine
 USABLE_SHARE = 0.85
@@ -29,9 +28,6 @@ USABLE_SHARE = 0.85
 PROGRESS_EVERY = 15.0
 BACKGROUND_NICENESS = 10
 """CPU priority of a start no test waits for yet: it takes the cores the starts that tests wait for leave idle."""
-BUILD_COMMAND = (sys.executable, "-m", "pytest_lfm.cli", "micro", "build", "--verbose")
-"""How a micro checkpoint is built: in a process of its own, so builds run side by side on the GPU and none of their
-memory lands in this process, where an engine's is counted."""
 
 
 SOON = 3
@@ -41,28 +37,6 @@ SOON = 3
 def default_max_starting() -> int:
     """Runtimes that may start at once: a start keeps about three cores busy (tokenizer, scheduler, compilers)."""
     return max(1, min(5, (os.cpu_count() or 3) // 3))
-
-
-@dataclass
-class Launch:
-    """What the report needs to know about one runtime start (times in seconds since the pool was made)."""
-
-    kind: str
-    config: str
-    model: str
-    args: list[str]
-    gpus: list[int]
-    planned: bool = True
-    background: bool = False
-    tests: int = 0
-    estimate_mib: int | None = None
-    memory_mib: int | None = None
-    started_s: float | None = None
-    ready_s: float | None = None
-    stopped_s: float | None = None
-    startup_seconds: float | None = None
-    error: str | None = None
-    stopped_at: float | None = None
 
 
 @dataclass
@@ -113,9 +87,7 @@ class RuntimePool:
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lfm-launch")
         self._threads: list[threading.Thread] = []
         self._closing = False
-        self.build_command = list(BUILD_COMMAND)
-        self._build_locks: dict[str, threading.Lock] = {}
-        self._builds: set[subprocess.Popen[str]] = set()
+        self.builds = MicroBuilds(self.log)
         for planned in plan:
             self._entries[planned.key] = self._entry(planned.kind, planned.config, set(planned.tests), True)
 
@@ -300,44 +272,7 @@ class RuntimePool:
     def _model_path(self, config: LaunchConfig) -> str:
         if config.model.micro is None:
             return config.model.model_path()
-        return str(self._build(config.model.micro))
-
-    def _build(self, name: str) -> Path:
-        """Micro checkpoint ``name``, built now (in a process of its own, its progress logged) if it is not cached."""
-        from pytest_lfm import micro
-
-        with self._lock:
-            lock = self._build_locks.setdefault(name, threading.Lock())
-        with lock:
-            path = micro.checkpoint_dir(name)
-            if micro.is_built(path):
-                return path
-            if self._closing:
-                raise MicroBuildError(f"micro checkpoint {name} not built: the run is stopping", name=name)
-            self.log(f"building micro checkpoint {name} (once; cached in {path.parent})")
-            proc = subprocess.Popen([*self.build_command, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", preexec_fn=child_setup(0))
-            self._builds.add(proc)
-            tail: list[str] = []
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    line = line.rstrip()
-                    tail = [*tail[-19:], line]
-                    self.log(f"micro {name}: {line}")
-                code = proc.wait()
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                self._builds.discard(proc)
-            if code != 0 or not micro.is_built(path):
-                last, command = "\n".join(tail[-10:]), " ".join([*self.build_command, name])
-                raise MicroBuildError(f"micro checkpoint {name} did not build (`{command}` exited with code {code}); "
-                                      f"its last output:\n{last}\nRun "
-                                      f"`pytest-lfm micro build {name} --verbose` to see the whole build.", name=name,
-                                      exit_code=code)
-            return path
+        return str(self.builds.build(config.model.micro))
 
     def _submit(self, entry: _Entry, *, background: bool) -> None:
         with self._lock:
@@ -485,9 +420,7 @@ class RuntimePool:
         """SIGKILL every runtime's processes and build now, from a signal handler (no lock taken; the stops under
         way then find them gone)."""
         self.prefetching, self._closing = False, True
-        for build in list(self._builds):
-            with contextlib.suppress(OSError):
-                build.kill()
+        self.builds.kill()
         for entry in list(self._entries.values()):
             if entry.runtime is not None:
                 entry.runtime.kill()
@@ -495,9 +428,7 @@ class RuntimePool:
     def stop(self) -> None:
         """Stop every runtime (those still starting too) and wait for the stops; safe to call more than once."""
         self.prefetching, self._closing = False, True
-        for build in list(self._builds):
-            with contextlib.suppress(OSError):
-                build.terminate()
+        self.builds.stop()
         self._launcher.shutdown(wait=True, cancel_futures=True)
         for entry in list(self._entries.values()):
             self._stop_entry(entry, wait=True)
@@ -505,26 +436,8 @@ class RuntimePool:
             if thread.name.startswith(("lfm-stop-", "lfm-build-")):
                 thread.join()
 
-    # ------------------------------------------------------------ the time split
-
     def time_split(self, testing_s: float, wall_s: float) -> dict[str, float]:
-        """Where the run's wall time went: waiting for runtimes (``launching_s``), startup time that ran while tests
-        ran (``launching_hidden_s``, summed over the launches), ``testing_s`` (test time less the waits inside it)
-        and ``idle_s`` (collection, reports, teardown)."""
-        launching = sum(end - start for start, end in self.waits)
-        total = hidden = 0.0
-        for record in self.launches:
-            if record.started_s is None:
-                continue
-            start = self.t0 + record.started_s
-            end = self.t0 + (record.ready_s if record.ready_s is not None else record.stopped_s or record.started_s)
-            covered = sum(max(0.0, min(end, w_end) - max(start, w_start)) for w_start, w_end in self.waits)
-            total += end - start
-            hidden += max(0.0, end - start - covered)
-        testing = max(0.0, testing_s - launching)
-        return {"wall_s": round(wall_s, 1), "launching_s": round(launching, 1),
-                "launching_hidden_s": round(hidden, 1), "startup_total_s": round(total, 1),
-                "testing_s": round(testing, 1), "idle_s": round(max(0.0, wall_s - testing - launching), 1),
-                "launches": len(self.launches),
-                "planned": sum(1 for e in self._entries.values() if e.planned and (
-                    self.active_models is None or e.config.model.id in self.active_models))}
+        """Where the run's wall time went (launches.time_split), with the launches this worker planned."""
+        planned = sum(1 for e in self._entries.values() if e.planned and (
+            self.active_models is None or e.config.model.id in self.active_models))
+        return time_split(self.launches, self.waits, self.t0, testing_s, wall_s, planned)

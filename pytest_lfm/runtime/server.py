@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
+import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,15 +24,14 @@ from typing import Any
 import httpx
 import psutil
 
-from pytest_lfm.errors import RuntimeLeftoverWarning, ServerCrashedError, ServerStartError
+from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.runtime import compat, hosts
+from pytest_lfm.runtime.processes import RUNTIME_TAG, child_setup, session_members, sweep, tagged, warn_leftovers
 
 HEALTH_PATH = "/health_generate"
 LOG_TAIL_LINES = 50
 STOP_TIMEOUT = 30.0
 STOP_NOTICE_AFTER = 10.0
-GPU_RELEASE_TIMEOUT = 60.0
-PR_SET_PDEATHSIG = 1
 
 
 def build_launch_command(
@@ -45,76 +43,10 @@ def build_launch_command(
             "--port", str(port), *args]
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def sweep(processes: Iterable[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
-    """SIGTERM, then SIGKILL, every process still alive; returns those that would not die."""
-    alive = [p for p in processes if _alive(p)]
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
-        deadline = time.monotonic() + wait
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-            alive = [p for p in alive if _alive(p)]
-        if not alive:
-            break
-    return alive
-
-
-def session_members(session_id: int) -> list[psutil.Process]:
-    """The live processes of session ``session_id`` (what a server started with start_new_session spawned, also
-    after its leader has exited and they were re-parented)."""
-    members = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(OSError, psutil.Error):
-            if proc.pid != os.getpid() and os.getsid(proc.pid) == session_id:
-                members.append(proc)
-    return members
-
-
-def warn_leftovers(runtime: object, stubborn: Sequence[psutil.Process], pids: Iterable[int],
-                   gpus: Sequence[int] | None) -> None:
-    """After a runtime's stop: warn (RuntimeLeftoverWarning) about processes that would not die, and about any of
-    ``pids`` that nvidia-smi still lists on ``gpus`` after GPU_RELEASE_TIMEOUT. Counting the runtime's own
-    processes, not the GPU's total, keeps the check right while other runtimes start and stop on the same GPU."""
-    if stubborn:
-        warnings.warn(RuntimeLeftoverWarning(f"{runtime!r}: processes would not die: {[p.pid for p in stubborn]}"),
-                      stacklevel=3)
-    if not gpus:
-        return
-    held = hosts.wait_pids_off_gpus(set(pids), gpus, GPU_RELEASE_TIMEOUT)
-    if held:
-        warnings.warn(RuntimeLeftoverWarning(
-            f"{runtime!r}: its processes still hold GPU memory after stop (waited up to {GPU_RELEASE_TIMEOUT:g} s): "
-            + "; ".join(f"GPU {p.gpu}: pid {p.pid} {p.name} {p.used_mib} MiB" for p in held)), stacklevel=3)
-
-
 def _get_json(url: str, timeout: float = 10.0) -> Any:
     response = httpx.get(url, timeout=timeout)
     response.raise_for_status()
     return response.json()
-
-
-def child_setup(niceness: int) -> Callable[[], None]:
-    """In the child before exec: SIGTERM this process when the thread that started it exits (Linux), so a server
-    cannot outlive a pytest that was killed outright (SIGKILL runs no handler); then lower its CPU priority by
-    ``niceness`` (a start nobody waits for yet leaves the CPU to those the tests wait for)."""
-
-    def setup() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if niceness:
-            with contextlib.suppress(OSError):
-                os.nice(niceness)
-
-    return setup
 
 
 class HttpRuntime:
@@ -189,6 +121,7 @@ class SglangServer(HttpRuntime):
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._family: dict[int, psutil.Process] = {}
+        self.tag = uuid.uuid4().hex  # in the environment of every process of this server (processes.RUNTIME_TAG)
         self._started_at = 0.0
 
     def __repr__(self) -> str:
@@ -199,6 +132,7 @@ class SglangServer(HttpRuntime):
         its metrics apart: a PROMETHEUS_MULTIPROC_DIR inherited from an in-process sgl.Engine would mix them."""
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.env)
+        env[RUNTIME_TAG] = self.tag
         if self.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
             env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # nvidia-smi's numbering
@@ -263,7 +197,6 @@ class SglangServer(HttpRuntime):
             if remaining <= 0:
                 raise self._start_error(f"GET {url} gave no 200 within the launch timeout of "
                                         f"{self.launch_timeout:g} s (last: {last})", url)
-            self._remember_family()  # again just before the request that may be the one the server dies on
             try:
                 response = httpx.get(url, timeout=max(1.0, min(remaining, 30.0)))
                 if response.status_code == 200:
@@ -355,10 +288,11 @@ class SglangServer(HttpRuntime):
         return "\n".join(lines[-n:])
 
     def processes(self) -> list[psutil.Process]:
-        """The server's processes known now: its leader, its descendants and the members of its session."""
+        """The server's processes known now: its leader, its descendants, the members of its session and every
+        process that inherited its environment tag."""
         self._remember_family()
         if self.pid is not None:
-            for proc in session_members(self.pid):
+            for proc in [*session_members(self.pid), *tagged(self.tag)]:
                 self._family.setdefault(proc.pid, proc)
         return list(self._family.values())
 
@@ -419,7 +353,7 @@ class SglangServer(HttpRuntime):
                 _RUNNING.discard(self)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # group members that outlived the leader
-        family += [p for p in session_members(proc.pid) if p.pid not in {f.pid for f in family}]
+        family += [p for p in [*session_members(proc.pid), *tagged(self.tag)] if p.pid not in {f.pid for f in family}]
         warn_leftovers(self, sweep(family), [p.pid for p in family], self.gpus)
 
     def _wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
