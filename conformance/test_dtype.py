@@ -70,6 +70,7 @@ from pytest_lfm.measure.logprobs import (
     reference_tops,
     vocab_size,
 )
+from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.micro.script import Script
 from pytest_lfm.report.notes import (
     LOGPROB_MAX_ABS_DIFF,
@@ -92,8 +93,6 @@ def _pool_or_skip(settings: Settings, pool: RuntimePool | None) -> RuntimePool:
     if settings.base_url:
         pytest.skip("comparing dtypes needs runtimes of its own; --lfm-base-url is one running server")
     if pool is None:
-        from pytest_lfm.plugin import NO_RUNTIME
-
         pytest.skip(NO_RUNTIME)
     return pool
 

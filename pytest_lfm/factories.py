@@ -16,8 +16,10 @@ import openai
 import pytest
 
 from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.runtime.server import SglangServer
+from pytest_lfm.state import MATRIX
 
 
 def lfm_server_fixture(
@@ -30,8 +32,6 @@ def lfm_server_fixture(
     def server_fixture(
         pytestconfig: pytest.Config, lfm_runtime_pool: RuntimePool | None,
     ) -> Iterator[SglangServer]:
-        from pytest_lfm.plugin import MATRIX, NO_RUNTIME
-
         spec = pytestconfig.stash[MATRIX].get(model)
         if spec is None:
             raise pytest.UsageError(f"lfm_server_fixture({model!r}): not in the model matrix; add it with "

@@ -696,7 +696,7 @@ def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path
 POOL_MESSAGES = """
 import threading
 import pytest
-from pytest_lfm.plugin import MESSAGES
+from pytest_lfm.state import MESSAGES
 
 @pytest.fixture
 def runtime(request):

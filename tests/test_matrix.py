@@ -185,7 +185,7 @@ def test_per_model_engine_block_then_server_block_pool_drivers_last_and_timing_c
 ) -> None:
     # a test that stops the pool itself (the engine shutdown check) sorted among server tests would force the
     # server to launch twice: seen on the H100 (test_engine between test_chat and test_streaming). The order is
-    # plugin._order_key's: timing/memory checks (lfm_quiet) last; per model its engine block (whose start overlaps
+    # selection.order_key's: timing/memory checks (lfm_quiet) last; per model its engine block (whose start overlaps
     # the server's) before its server block; within a block the pool drivers last, and engine tests that need the
     # server after those that do not
     pytester.makepyfile(test_a="""

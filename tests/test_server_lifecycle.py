@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from pytest_lfm.errors import ServerCrashedError, ServerStartError
-from pytest_lfm.plugin import NO_RUNTIME
+from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.runtime import ExternalServer, SglangServer
 from pytest_lfm.runtime import server as server_module
 from pytest_lfm.runtime.compat import SERVE, installed_sglang_version, normalize_engine_kwargs
