@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 WORKLOAD = Workload(input_len=1024, output_len=128, num_prompts=64, warmup_requests=8)
 
 
-def gpu_name(gpus: list[int]) -> str:
+def _gpu_name(gpus: list[int]) -> str:
     """The name of this worker's GPU as nvidia-smi prints it (budget keys are prefixes of it)."""
     names = {g.index: g.name for g in hosts.list_gpus()}
     return names.get(gpus[0], "unknown GPU") if gpus else "remote or unknown GPU"
@@ -44,7 +44,7 @@ def lfm_load(request: pytest.FixtureRequest, lfm_settings: Settings) -> Workload
     return replace(WORKLOAD, concurrency=n, num_prompts=max(WORKLOAD.num_prompts, 4 * n))
 
 
-def qualify(
+def _qualify(
     request: pytest.FixtureRequest, benchmark: Any, server: SglangServer | ExternalServer, model_name: str,
     tokenizer_path: str, launch: LaunchConfig, gpus: list[int], workload: Workload,
 ) -> None:
@@ -53,7 +53,7 @@ def qualify(
     benchmark.group = f"latency {launch.id} c{workload.concurrency}"
     result: LatencyResult = benchmark.pedantic(measure, args=(server.base_url, model_name, tokenizer, workload),
                                                rounds=1, iterations=1)
-    gpu = gpu_name(gpus)
+    gpu = _gpu_name(gpus)
     budget = launch.model.budget_for(gpu, launch.profile) if workload.concurrency == 1 else None
     verdicts = judge(result, budget)
     failing = [v for v in verdicts if v.status == "fail"]
@@ -92,7 +92,7 @@ def test_latency_within_budget(
     lfm_quiet: dict[str, Any],
 ) -> None:
     """Default launch profile: no failed request; TTFT/TPOT/throughput within the budget for this GPU."""
-    qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
+    _qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
 
 
 @pytest.mark.lfm_launch(profile="low-latency")
@@ -102,7 +102,7 @@ def test_latency_within_budget_low_latency_profile(
     lfm_quiet: dict[str, Any],
 ) -> None:
     """Low-latency profile (--enable-torch-compile --chunked-prefill-size -1, Liquid's published setup)."""
-    qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
+    _qualify(request, benchmark, lfm_live_server, lfm_model_name, lfm_tokenizer_path, lfm_launch, lfm_gpus, lfm_load)
 
 
 @pytest.mark.lfm_fidelity
@@ -138,7 +138,7 @@ def test_latency_agrees_with_bench_serving(
     else:
         judged, basis = ratios, f"plain ratio of the means (no server figures for {missing} of {runs} runs)"
     note(request, FIDELITY, {
-        "config": lfm_launch.id, "gpu": gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
+        "config": lfm_launch.id, "gpu": _gpu_name(lfm_gpus), "workload": asdict(WORKLOAD), "ratios": ratios,
         "normalized_ratios": normalized, "judged": basis, "rounds": len(ours), "round_ratios": per_round,
         "ours": [o.figures() for o in ours], "ours_server": ours_server,
         "bench_serving": [{k: b.get(k) for k in keys} for b in bench], "bench_serving_server": bench_server,

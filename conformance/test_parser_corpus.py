@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm.checks import StreamedCall, assert_calls_equal, assert_content_equal, check
-from pytest_lfm.runtime import compat
+from pytest_lfm.checks import StreamedCall, assert_calls_equal, assert_content_equal, check, known_failure_marks
 
 pytest.importorskip(
     "sglang.srt.function_call.lfm2_detector",
@@ -48,23 +47,7 @@ CASES = [Case(c["id"], c["source"], c["output"], c["content"], tuple(c["calls"])
 
 
 def _xfail(case: Case, check: str, size: int | None, sglang: str = SGLANG) -> list[pytest.MarkDecorator]:
-    """The xfail mark of a known upstream bug, for every chunk size or only the sizes the corpus names, and only
-    while the installed sglang is older than the release the corpus records as fixing it (``fixed_in``)."""
-    entry = case.xfail.get(check)
-    if entry is None:
-        return []
-    if isinstance(entry, str):
-        entry = {"reason": entry}
-    sizes = entry.get("chunks")
-    if sizes is not None and size not in sizes:
-        return []
-    fixed_in = entry.get("fixed_in")
-    if fixed_in is not None and compat.at_least(sglang, fixed_in):
-        return []
-    reason = f"{entry['issue']}: {entry['reason']}" if "issue" in entry else entry["reason"]
-    if fixed_in is not None:
-        reason += f"; fixed in sglang {fixed_in}"
-    return [pytest.mark.xfail(strict=False, reason=f"sglang {sglang}: {reason}")]
+    return known_failure_marks(case.xfail.get(check), size, sglang)
 
 
 def _params(check: str, *, streamed: bool, only_calls: bool = False) -> list[Any]:

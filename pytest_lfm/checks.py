@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.report.notes import PROMPT_FINGERPRINT, PROMPT_TOKENS, note
+from pytest_lfm.runtime import compat
 
 #: LFM2 / LFM2-VL control tokens (FACTS.md, "LFM2 format facts"); none of them belongs in a response's text.
 SPECIAL_TOKENS = (
@@ -369,3 +370,23 @@ def assert_scripted_calls(choice: Any, turn: Any, model: ModelSpec, *, request: 
     assert_finish_reason(choice, "tool_calls", request=request)
     if exact(model):
         assert_calls_equal(calls, turn.tool_calls, request=request)
+
+
+def known_failure_marks(entry: Mapping[str, Any] | str | None, size: int | None,
+                        sglang: str) -> list[pytest.MarkDecorator]:
+    """The xfail mark of a known upstream bug (a corpus entry: its reason, issue, ``chunks`` and ``fixed_in``), for
+    every chunk size or only the sizes it names, and only while sglang ``sglang`` is older than ``fixed_in``."""
+    if entry is None:
+        return []
+    if isinstance(entry, str):
+        entry = {"reason": entry}
+    sizes = entry.get("chunks")
+    if sizes is not None and size not in sizes:
+        return []
+    fixed_in = entry.get("fixed_in")
+    if fixed_in is not None and compat.at_least(sglang, fixed_in):
+        return []
+    reason = f"{entry['issue']}: {entry['reason']}" if "issue" in entry else entry["reason"]
+    if fixed_in is not None:
+        reason += f"; fixed in sglang {fixed_in}"
+    return [pytest.mark.xfail(strict=False, reason=f"sglang {sglang}: {reason}")]

@@ -11,6 +11,7 @@ import pytest
 from pytest_lfm import micro
 from pytest_lfm.micro import render, train
 from pytest_lfm.micro.script import load_script
+from pytest_lfm.runtime import compat
 
 SCRIPT = load_script()
 
@@ -67,7 +68,7 @@ def test_render_tools_0523_matches_installed_sglang() -> None:
     protocol = pytest.importorskip("sglang.srt.entrypoints.openai.protocol")
     import sglang
 
-    if render._version_key(sglang.__version__) < (0, 5, 23):
+    if not compat.at_least(sglang.__version__, "0.5.23"):
         pytest.skip(f"installed sglang {sglang.__version__} predates the 0.5.23 form")
     for tool in SCRIPT.tools.values():
         dumped = protocol.Tool(**tool).model_dump()

@@ -14,6 +14,8 @@ pytest.importorskip(
 
 from pytest_lfm.conformance import test_parser_corpus as corpus
 
+from pytest_lfm.checks import known_failure_marks
+
 FIXED = "pythonic-unary-plus"  # dropped by sglang 0.5.17, parsed by 0.5.23 (sglang #34237)
 OPEN = "text-after-call"  # sglang #40295, no fixed_in: xfailed on every version
 # Wrong on sglang 0.5.14 (H100 run of 2026-11-25), right on 0.5.17 and 0.5.23: the checks xfailed below 0.5.17.
@@ -32,8 +34,8 @@ def _case(case_id: str) -> corpus.Case:
 def _marks(case: corpus.Case, check: str, sglang: str) -> list[list[pytest.MarkDecorator]]:
     """The marks of one check of a case, once per parametrization (the whole output, or each chunk size)."""
     if check == "nonstream":
-        return [corpus._xfail(case, check, None, sglang)]
-    return [corpus._xfail(case, check, size, sglang) for size in corpus.CHUNK_SIZES]
+        return [known_failure_marks(case.xfail.get(check), None, sglang)]
+    return [known_failure_marks(case.xfail.get(check), size, sglang) for size in corpus.CHUNK_SIZES]
 
 
 def test_the_fixed_bug_records_its_issue_and_release() -> None:
@@ -46,8 +48,8 @@ def test_the_fixed_bug_records_its_issue_and_release() -> None:
 @pytest.mark.parametrize("sglang", ["0.5.17", "0.5.22", "0.5.23rc1"])
 def test_below_fixed_in_the_case_is_xfailed_whole_and_streamed(sglang: str) -> None:
     case = _case(FIXED)
-    marks = [corpus._xfail(case, "nonstream", None, sglang)]
-    marks += [corpus._xfail(case, "stream", size, sglang) for size in corpus.CHUNK_SIZES]
+    marks = [known_failure_marks(case.xfail.get("nonstream"), None, sglang)]
+    marks += [known_failure_marks(case.xfail.get("stream"), size, sglang) for size in corpus.CHUNK_SIZES]
     for mark in marks:
         assert len(mark) == 1
         assert mark[0].name == "xfail"
@@ -59,12 +61,12 @@ def test_below_fixed_in_the_case_is_xfailed_whole_and_streamed(sglang: str) -> N
 @pytest.mark.parametrize("sglang", ["0.5.23", "0.5.23.post1", "0.6.0"])
 def test_at_or_above_fixed_in_the_case_is_not_xfailed(sglang: str) -> None:
     case = _case(FIXED)
-    assert corpus._xfail(case, "nonstream", None, sglang) == []
-    assert all(corpus._xfail(case, "stream", size, sglang) == [] for size in corpus.CHUNK_SIZES)
+    assert known_failure_marks(case.xfail.get("nonstream"), None, sglang) == []
+    assert all(known_failure_marks(case.xfail.get("stream"), size, sglang) == [] for size in corpus.CHUNK_SIZES)
 
 
 def test_a_bug_without_fixed_in_stays_xfailed_on_any_version() -> None:
-    (mark,) = corpus._xfail(_case(OPEN), "nonstream", None, "99.0")
+    (mark,) = known_failure_marks(_case(OPEN).xfail.get("nonstream"), None, "99.0")
     assert "sglang #40295" in mark.kwargs["reason"]
 
 

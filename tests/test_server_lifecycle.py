@@ -163,7 +163,7 @@ def test_interrupt_right_after_the_launch_stops_the_server(tmp_path: Path, monke
         def add(self, server: SglangServer) -> None:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(server_module, "_RUNNING", Interrupting())
+    monkeypatch.setattr(server_module, "RUNNING", Interrupting())
     server = standin(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         server.start()

@@ -74,18 +74,18 @@ class HttpRuntime:
         return self._sglang_version
 
 
-_RUNNING: weakref.WeakSet[SglangServer] = weakref.WeakSet()
+RUNNING: weakref.WeakSet[SglangServer] = weakref.WeakSet()
 
 
 @atexit.register
 def _stop_leftovers() -> None:
-    for server in list(_RUNNING):
+    for server in list(RUNNING):
         server.stop()
 
 
 def kill_all() -> None:
     """SIGKILL every server this process launched and has not stopped yet, now (safe in a signal handler)."""
-    for server in list(_RUNNING):
+    for server in list(RUNNING):
         server.kill()
 
 
@@ -168,7 +168,7 @@ class SglangServer(HttpRuntime):
                                               preexec_fn=child_setup(self.niceness) if sys.platform == "linux"
                                               else None)
             self.pid = self._proc.pid
-            _RUNNING.add(self)
+            RUNNING.add(self)
         except BaseException:
             self.stop()
             raise
@@ -350,7 +350,7 @@ class SglangServer(HttpRuntime):
         finally:
             if proc.poll() is not None:
                 self._proc = None
-                _RUNNING.discard(self)
+                RUNNING.discard(self)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # group members that outlived the leader
         family += [p for p in [*session_members(proc.pid), *tagged(self.tag)] if p.pid not in {f.pid for f in family}]
