@@ -80,7 +80,7 @@ from pytest_lfm.report.notes import (
     REFERENCE_MAX_ABS_DIFF,
     note,
 )
-from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime import HttpServer
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
@@ -112,7 +112,7 @@ def bfloat16_logprobs() -> dict[str, list[Logprobs]]:
 @pytest.mark.lfm_launch(dtype="bfloat16")
 def test_bfloat16_serves(
     request: pytest.FixtureRequest, lfm_model: ModelSpec, lfm_script: Script,
-    lfm_live_server: SglangServer | ExternalServer, lfm_client: openai.OpenAI, lfm_model_name: str,
+    lfm_live_server: HttpServer, lfm_client: openai.OpenAI, lfm_model_name: str,
     bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
     """Source: sglang --dtype (default "auto": the checkpoint's bfloat16); LFM2 checkpoints ship in bfloat16."""
@@ -124,7 +124,7 @@ def test_bfloat16_serves(
 
 @pytest.mark.lfm_launch(dtype="bfloat16")
 def test_prompt_logprobs_name_the_prompt_tokens(
-    request: pytest.FixtureRequest, lfm_model: ModelSpec, lfm_live_server: SglangServer | ExternalServer,
+    request: pytest.FixtureRequest, lfm_model: ModelSpec, lfm_live_server: HttpServer,
     bfloat16_logprobs: dict[str, list[Logprobs]],
 ) -> None:
     """Source: sglang /generate's meta_info.input_token_logprobs, (logprob, token id, text) per prompt position: the
@@ -146,7 +146,7 @@ def test_prompt_logprobs_name_the_prompt_tokens(
 
 @pytest.mark.lfm_launch(dtype="float16")
 def test_float16_serves(
-    lfm_model: ModelSpec, lfm_script: Script, lfm_live_server: SglangServer | ExternalServer,
+    lfm_model: ModelSpec, lfm_script: Script, lfm_live_server: HttpServer,
     lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
     """Source: sglang --dtype float16 with SGLANG_MAMBA_CONV_DTYPE=float16 (srt/configs/mamba_utils.py; FACTS.md)."""

@@ -16,7 +16,7 @@ from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.render import render_prompt
 from pytest_lfm.micro.script import Script
 from pytest_lfm.report.notes import ENGINE_SHUTDOWN, note
-from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
+from pytest_lfm.runtime import HttpServer, hosts
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
@@ -37,7 +37,7 @@ def prompts(lfm_script: Script, lfm_model: ModelSpec) -> list[str]:
 
 @pytest.fixture(scope="session")
 def server_outputs(
-    prompts: list[str], lfm_settings: Settings, lfm_server: SglangServer | ExternalServer,
+    prompts: list[str], lfm_settings: Settings, lfm_server: HttpServer,
 ) -> list[str]:
     """The server's greedy completions of ``prompts`` (POST /generate), to compare the engine's with."""
     if lfm_settings.base_url:

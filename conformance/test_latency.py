@@ -20,7 +20,7 @@ from pytest_lfm.measure.fidelity import FIDELITY_TOLERANCE, fidelity_ratios, fid
 from pytest_lfm.measure.stats import LatencyResult, judge
 from pytest_lfm.measure.workload import Workload, load_tokenizer
 from pytest_lfm.report.notes import FIDELITY, LATENCY, note
-from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
+from pytest_lfm.runtime import HttpServer, hosts
 from pytest_lfm.settings import Settings
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
@@ -45,7 +45,7 @@ def lfm_load(request: pytest.FixtureRequest, lfm_settings: Settings) -> Workload
 
 
 def _qualify(
-    request: pytest.FixtureRequest, benchmark: Any, server: SglangServer | ExternalServer, model_name: str,
+    request: pytest.FixtureRequest, benchmark: Any, server: HttpServer, model_name: str,
     tokenizer_path: str, launch: LaunchConfig, gpus: list[int], workload: Workload,
 ) -> None:
     """Measure, store the figures (pytest-benchmark and the report), then hold them to the budget."""
@@ -87,7 +87,7 @@ def _no_content(result: LatencyResult, base_url: str) -> str:
 
 
 def test_latency_within_budget(
-    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
+    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: HttpServer,
     lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
     lfm_quiet: dict[str, Any],
 ) -> None:
@@ -97,7 +97,7 @@ def test_latency_within_budget(
 
 @pytest.mark.lfm_launch(profile="low-latency")
 def test_latency_within_budget_low_latency_profile(
-    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: SglangServer | ExternalServer,
+    request: pytest.FixtureRequest, benchmark: Any, lfm_live_server: HttpServer,
     lfm_model_name: str, lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_load: Workload,
     lfm_quiet: dict[str, Any],
 ) -> None:
@@ -107,7 +107,7 @@ def test_latency_within_budget_low_latency_profile(
 
 @pytest.mark.lfm_fidelity
 def test_latency_agrees_with_bench_serving(
-    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
+    request: pytest.FixtureRequest, lfm_live_server: HttpServer, lfm_model_name: str,
     lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_settings: Settings,
     lfm_quiet: dict[str, Any],
 ) -> None:

@@ -28,7 +28,7 @@ from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.measure.client import measure
 from pytest_lfm.measure.workload import Workload, load_tokenizer
 from pytest_lfm.report.notes import MEMORY, note
-from pytest_lfm.runtime import ExternalServer, SglangServer, hosts
+from pytest_lfm.runtime import ExternalServer, HttpServer, hosts
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
@@ -39,7 +39,7 @@ GROWTH_LIMIT_MIB = 1024
 
 
 def test_server_memory_stays_flat_over_distinct_requests(
-    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer, lfm_model_name: str,
+    request: pytest.FixtureRequest, lfm_live_server: HttpServer, lfm_model_name: str,
     lfm_tokenizer_path: str, lfm_launch: LaunchConfig, lfm_gpus: list[int], lfm_quiet: dict[str, Any],
 ) -> None:
     """512 distinct 1k-token prompts at concurrency 8: every one answered, GPU memory grows by < 1 GiB."""

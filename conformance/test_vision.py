@@ -27,7 +27,7 @@ from pytest_lfm.micro.render import prompt_token_count, template_messages
 from pytest_lfm.micro.script import Script, Turn, load_script
 from pytest_lfm.report import notes
 from pytest_lfm.report.notes import note
-from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime import HttpServer
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.settings import Settings
 
@@ -347,7 +347,7 @@ def test_too_many_image_tokens_for_context_is_rejected_with_400(
 
 @pytest.mark.lfm_launch(extra_args=("--context-length", str(SMALL_CONTEXT)))
 def test_server_keeps_serving_after_rejecting_too_many_image_tokens(
-    lfm_model: ModelSpec, lfm_script: Script, budget: ImageTokenBudget, lfm_live_server: SglangServer | ExternalServer,
+    lfm_model: ModelSpec, lfm_script: Script, budget: ImageTokenBudget, lfm_live_server: HttpServer,
     lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
     """Source: a rejected request is the client's error; the server stays up (sglang returns 400, not a crash)."""

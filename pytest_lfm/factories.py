@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from pytest_lfm import clients
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.runtime.pool import RuntimePool
@@ -53,7 +54,7 @@ def lfm_client_fixture(server_fixture_name: str) -> Callable[..., Any]:
     def client_fixture(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
         server = request.getfixturevalue(server_fixture_name)
         server.check_alive()
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120)
+        client = clients.openai_client(server.base_url)
         yield client
         client.close()
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import report
+from pytest_lfm import clients, report
 from pytest_lfm.errors import ExternalServerError
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.messages import NO_RUNTIME
@@ -21,7 +21,7 @@ from pytest_lfm.recording.exchange import RecordingError
 from pytest_lfm.recording.replay import ReplayServer
 from pytest_lfm.recording.store import Store, open_store, stale_micro_recording, store_id
 from pytest_lfm.report.notes import QUIET
-from pytest_lfm.runtime import ExternalServer, SglangEngine, SglangServer, hosts
+from pytest_lfm.runtime import ExternalServer, HttpServer, SglangEngine, SglangServer, hosts
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 from pytest_lfm.state import CURRENT_MODEL, EXTERNAL, MESSAGES, PLAN, POOL, SETTINGS
@@ -107,7 +107,7 @@ def lfm_recording(lfm_settings: Settings, lfm_launch: LaunchConfig) -> Iterator[
 def lfm_server(
     pytestconfig: pytest.Config, lfm_settings: Settings, lfm_launch: LaunchConfig,
     lfm_runtime_pool: RuntimePool | None, lfm_recording: Store | None,
-) -> Iterator[SglangServer | ExternalServer | ReplayServer]:
+) -> Iterator[HttpServer]:
     """The sglang server for the configuration under test: launched once (as the plan says), reused, stopped after
     its last test. With --lfm-base-url: that server, checked once; a server that cannot be tested ends the run."""
     if lfm_settings.replay_dir and lfm_recording is not None:
@@ -137,9 +137,9 @@ def lfm_server(
 
 @pytest.fixture
 def lfm_live_server(
-    request: pytest.FixtureRequest, lfm_server: SglangServer | ExternalServer | ReplayServer,
+    request: pytest.FixtureRequest, lfm_server: HttpServer,
     lfm_recording: Store | None,
-) -> SglangServer | ExternalServer | ReplayServer:
+) -> HttpServer:
     """``lfm_server``, checked to be alive: a local server's process (free), a server someone else started once.
 
     In replay, a test the recording has no exchange of runs, and fails at its first request (one that sends none,
@@ -156,7 +156,7 @@ def lfm_live_server(
 @pytest.fixture
 def lfm_quiet(
     request: pytest.FixtureRequest, lfm_runtime_pool: RuntimePool | None,
-    lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    lfm_live_server: HttpServer,
 ) -> Iterator[dict[str, Any]]:
     """For a test that measures time or memory on the server under test: no other runtime of this worker starts
     or runs while it does (the others are paused). What was paused is noted in the report beside the figure."""
@@ -169,49 +169,43 @@ def lfm_quiet(
 
 
 @pytest.fixture
-def lfm_model_name(lfm_live_server: SglangServer | ExternalServer | ReplayServer) -> str:
+def lfm_model_name(lfm_live_server: HttpServer) -> str:
     """The ``model`` string to send in requests: what the server lists in /v1/models."""
     return lfm_live_server.served_model()
 
 
 @pytest.fixture
 def lfm_http(
-    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    request: pytest.FixtureRequest, lfm_live_server: HttpServer,
     lfm_recording: Store | None,
 ) -> Iterator[httpx.Client]:
     """An httpx client on the server's root URL, for the endpoints outside the OpenAI API."""
-    transport = lfm_recording.transport(request.node.nodeid) if lfm_recording else None
-    with httpx.Client(base_url=lfm_live_server.base_url, timeout=120, transport=transport) as client:
+    with clients.http_client(lfm_live_server.base_url, lfm_recording, request.node.nodeid) as client:
         yield client
 
 
 @pytest.fixture
 def lfm_client(
-    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    request: pytest.FixtureRequest, lfm_live_server: HttpServer,
     lfm_recording: Store | None,
 ) -> Iterator[openai.OpenAI]:
     """An OpenAI client for the server under test (no retries: every failure shows)."""
-    http = openai.DefaultHttpxClient(transport=lfm_recording.transport(request.node.nodeid)) if lfm_recording else None
-    client = openai.OpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120,
-                           http_client=http)
+    client = clients.openai_client(lfm_live_server.base_url, lfm_recording, request.node.nodeid)
     yield client
     client.close()
 
 
 @pytest.fixture
 def lfm_async_client(
-    request: pytest.FixtureRequest, lfm_live_server: SglangServer | ExternalServer | ReplayServer,
+    request: pytest.FixtureRequest, lfm_live_server: HttpServer,
     lfm_recording: Store | None,
 ) -> openai.AsyncOpenAI:
     """An async OpenAI client for the server under test (no retries)."""
-    http = (openai.DefaultAsyncHttpxClient(transport=lfm_recording.async_transport(request.node.nodeid))
-            if lfm_recording else None)
-    return openai.AsyncOpenAI(base_url=f"{lfm_live_server.base_url}/v1", api_key="EMPTY", max_retries=0,
-                              timeout=120, http_client=http)
+    return clients.async_openai_client(lfm_live_server.base_url, lfm_recording, request.node.nodeid)
 
 
 @pytest.fixture
-def lfm_sglang_version(lfm_live_server: SglangServer | ExternalServer | ReplayServer) -> str:
+def lfm_sglang_version(lfm_live_server: HttpServer) -> str:
     """The sglang version of the server under test (its /get_server_info, else the installed one)."""
     return lfm_live_server.sglang_version()
 

@@ -12,7 +12,7 @@ from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.measure.logprobs import answer_turns
 from pytest_lfm.micro.script import Script
-from pytest_lfm.runtime import ExternalServer, SglangServer
+from pytest_lfm.runtime import ExternalServer, HttpServer
 
 KNOWN_FLOAT16_ISSUES = "sglang #19773, #30178, #31719"
 KNOWN_FLOAT16_CRASH = "conv_state.scalar_type() == input_type"
@@ -24,7 +24,7 @@ def error_with_server_log(exc: ServerStartError | ServerCrashedError) -> str:
     return str(exc) + (log.read_text(errors="replace") if log and log.is_file() else "")
 
 
-def check_served_dtype(server: SglangServer | ExternalServer, allowed: tuple[str, ...]) -> None:
+def check_served_dtype(server: HttpServer, allowed: tuple[str, ...]) -> None:
     """The server reports one of ``allowed`` as its dtype; a --lfm-base-url server with another dtype skips."""
     __tracebackhide__ = True
     served = str(httpx.get(f"{server.base_url}/get_server_info", timeout=30).json().get("dtype"))

@@ -29,9 +29,15 @@ class HttpServer(Runtime, Protocol):
     of one replayed."""
 
     base_url: str
-    log_path: Path | None
-    startup_seconds: float | None
-    pid: int | None
+
+    @property
+    def log_path(self) -> Path | None: ...
+
+    @property
+    def startup_seconds(self) -> float | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
 
     def served_model(self) -> str: ...
 
