@@ -19,7 +19,7 @@ from pytest_lfm.measure.fidelity import FIDELITY_MARKER
 from pytest_lfm.messages import Messages
 from pytest_lfm.recording.store import unreplayable
 from pytest_lfm.runtime import compat, hosts, plan
-from pytest_lfm.runtime.pool import default_max_starting
+from pytest_lfm.runtime.schedule import default_max_starting
 from pytest_lfm.selection import (
     FIDELITY_OPT_IN,
     order_key,

@@ -23,7 +23,7 @@ from pytest_lfm.errors import ExternalServerError, ServerStartError
 from pytest_lfm.matrix import LaunchConfig, ModelSpec, load_matrix
 from pytest_lfm.runtime import ExternalServer, Launch, RuntimePool, SglangServer
 from pytest_lfm.runtime.plan import RUNTIME_OVERHEAD_MIB, PlannedLaunch, estimate_mib
-from pytest_lfm.runtime.pool import default_max_starting
+from pytest_lfm.runtime.schedule import default_max_starting
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_PATH = str(Path(__file__).with_name("standin_server.py"))

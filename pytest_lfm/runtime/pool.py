@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,45 +19,16 @@ from pytest_lfm.runtime.builds import MicroBuilds
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.launches import Launch, time_split
 from pytest_lfm.runtime.plan import PlannedLaunch, estimate_mib, launch_key
+from pytest_lfm.runtime.schedule import (
+    BACKGROUND_NICENESS,
+    PROGRESS_EVERY,
+    Entry,
+    Runtime,
+    default_max_starting,
+    start_order,
+    usable_capacity_mib,
+)
 from pytest_lfm.runtime.server import SglangServer
-
-Runtime = SglangServer | SglangEngine
-USABLE_SHARE = 0.85
-"""Of a GPU's memory, what the runtimes may hold together: sglang keeps the rest free for its activations."""
-PROGRESS_EVERY = 15.0
-BACKGROUND_NICENESS = 10
-"""CPU priority of a start no test waits for yet: it takes the cores the starts that tests wait for leave idle."""
-
-
-SOON = 3
-"""How many of the next servers the tests need start before the slow ones (torch.compile profiles)."""
-
-
-def default_max_starting() -> int:
-    """Runtimes that may start at once: a start keeps about three cores busy (tokenizer, scheduler, compilers)."""
-    return max(1, min(5, (os.cpu_count() or 3) // 3))
-
-
-@dataclass
-class _Entry:
-    kind: str
-    config: LaunchConfig
-    remaining: set[str]
-    record: Launch
-    need_mib: int | None
-    planned: bool
-    state: str = "idle"  # idle -> starting -> ready -> stopped | failed
-    urgent: bool = False  # a test waits for it: full CPU priority
-    runtime: Runtime | None = None
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-def start_order(waiting: Sequence[_Entry]) -> list[_Entry]:
-    """The order background starts go in: the next SOON servers the tests need (``waiting`` is in plan order),
-    then the slow starts, which the timing checks at the end of the run need, then the rest in plan order."""
-    soon, later = list(waiting[:SOON]), waiting[SOON:]
-    return soon + sorted(later, key=lambda e: e.config.profile == "default")
 
 
 class RuntimePool:
@@ -76,14 +46,14 @@ class RuntimePool:
         self.server_command = list(server_command) if server_command else None
         self.max_starting = max_starting or default_max_starting()
         self.prefetching = prefetch
-        self.capacity_mib = capacity_mib if capacity_mib is not None else self._capacity()
+        self.capacity_mib = capacity_mib if capacity_mib is not None else usable_capacity_mib(self.gpus)
         self.t0 = time.monotonic()
         self.waits: list[tuple[float, float]] = []
         self.active_models: set[str] | None = None  # None: every model; under xdist, those this worker was given
         self._lock = threading.RLock()
         self._quiet = 0
-        self._entries: dict[str, _Entry] = {}
-        self._order: list[_Entry] = []  # in start order, for the report
+        self._entries: dict[str, Entry] = {}
+        self._order: list[Entry] = []  # in start order, for the report
         self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lfm-launch")
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -91,18 +61,11 @@ class RuntimePool:
         for planned in plan:
             self._entries[planned.key] = self._entry(planned.kind, planned.config, set(planned.tests), True)
 
-    def _capacity(self) -> int:
-        gpus = {g.index: g for g in hosts.list_gpus()}
-        first = gpus.get(self.gpus[0]) if self.gpus else None
-        if first is None:
-            return 0
-        return int(first.memory_total_mib * USABLE_SHARE) - first.memory_used_mib
-
-    def _entry(self, kind: str, config: LaunchConfig, tests: set[str], planned: bool) -> _Entry:
+    def _entry(self, kind: str, config: LaunchConfig, tests: set[str], planned: bool) -> Entry:
         need = estimate_mib(config)
         record = Launch(kind, config.id, config.model.id, config.server_args(), self.gpus_for(config),
                         planned=planned, tests=len(tests), estimate_mib=need)
-        return _Entry(kind, config, tests, record, need, planned)
+        return Entry(kind, config, tests, record, need, planned)
 
     def gpus_for(self, config: LaunchConfig) -> list[int]:
         need = config.tp_size
@@ -113,9 +76,6 @@ class RuntimePool:
     @property
     def launches(self) -> list[Launch]:
         return [entry.record for entry in self._order]
-
-    def estimates(self) -> dict[str, int | None]:
-        return {key: entry.need_mib for key, entry in self._entries.items()}
 
     # ------------------------------------------------------------ asking for runtimes
 
@@ -164,7 +124,7 @@ class RuntimePool:
         assert entry.runtime is not None
         return entry.runtime
 
-    def _wait(self, entry: _Entry) -> None:
+    def _wait(self, entry: Entry) -> None:
         while not entry.done.wait(PROGRESS_EVERY):
             since = time.monotonic() - self.t0 - (entry.record.started_s or 0.0)
             self.log(f"waiting for {entry.kind} {entry.config.id} (starting for {since:.0f} s)")
@@ -183,7 +143,7 @@ class RuntimePool:
         else:
             runtime.stop()
 
-    def _entry_of(self, runtime: Runtime) -> _Entry | None:
+    def _entry_of(self, runtime: Runtime) -> Entry | None:
         return next((e for e in self._order if e.runtime is runtime), None)
 
     def test_done(self, nodeid: str) -> None:
@@ -207,17 +167,17 @@ class RuntimePool:
 
     # ------------------------------------------------------------ starting
 
-    def _alive(self) -> list[_Entry]:
+    def _alive(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state in ("starting", "ready")]
 
-    def _holding(self) -> list[_Entry]:
+    def _holding(self) -> list[Entry]:
         """The runtimes that hold or will hold GPU memory: alive, or stopping in the background."""
         stopping = {t.name for t in self._threads if t.name.startswith("lfm-stop-") and t.is_alive()
                     and t is not threading.current_thread()}  # a stop's own prefetch: its runtime is gone
         return [*self._alive(), *(e for e in self._entries.values()
                                   if e.state == "stopped" and f"lfm-stop-{e.config.id}" in stopping)]
 
-    def _fits(self, entry: _Entry) -> bool:
+    def _fits(self, entry: Entry) -> bool:
         alive = self._holding()
         if not alive:
             return True
@@ -242,7 +202,7 @@ class RuntimePool:
                 if self._fits(entry):
                     self._submit(entry, background=True)
 
-    def _make_room(self, entry: _Entry) -> None:
+    def _make_room(self, entry: Entry) -> None:
         """Before a start the test needs now: wait for starts in flight, then stop runtimes until it fits (a
         stopped one with tests left starts again later, an extra launch the report shows)."""
         if entry.kind == "engine":  # one sgl.Engine per process: it runs its tokenizer manager in this process
@@ -262,7 +222,7 @@ class RuntimePool:
             self.log(f"stopping {victim.kind} {victim.config.id} to make room for {entry.config.id}")
             self._stop_entry(victim, wait=True)
 
-    def _begin(self, entry: _Entry, background: bool) -> None:
+    def _begin(self, entry: Entry, background: bool) -> None:
         entry.state = "starting"
         entry.record.background = background
         entry.record.started_s = round(time.monotonic() - self.t0, 2)
@@ -274,7 +234,7 @@ class RuntimePool:
             return config.model.model_path()
         return str(self.builds.build(config.model.micro))
 
-    def _submit(self, entry: _Entry, *, background: bool) -> None:
+    def _submit(self, entry: Entry, *, background: bool) -> None:
         with self._lock:
             self._begin(entry, background)
         if entry.config.model.micro is None:
@@ -285,7 +245,7 @@ class RuntimePool:
         self._threads.append(thread)
         thread.start()
 
-    def _build_then_launch(self, entry: _Entry) -> None:
+    def _build_then_launch(self, entry: Entry) -> None:
         """Builds run side by side, each on a thread of its own; the launch itself goes to the launcher thread."""
         try:
             self._model_path(entry.config)
@@ -293,7 +253,7 @@ class RuntimePool:
         except BaseException as exc:  # a failed build, or the pool stopping (the launcher refuses new work)
             self._finish(entry, exc)
 
-    def _launch_server(self, entry: _Entry) -> None:
+    def _launch_server(self, entry: Entry) -> None:
         """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): build the
         model if needed, start the process, then wait for it on a thread of its own."""
         try:
@@ -318,7 +278,7 @@ class RuntimePool:
         self._threads.append(thread)
         thread.start()
 
-    def _await_server(self, entry: _Entry, server: SglangServer) -> None:
+    def _await_server(self, entry: Entry, server: SglangServer) -> None:
         try:
             server.wait_ready()
         except BaseException as exc:
@@ -327,7 +287,7 @@ class RuntimePool:
         entry.record.memory_mib = hosts.memory_of([p.pid for p in server.processes()], entry.record.gpus) or None
         self._finish(entry, None)
 
-    def _start_engine(self, entry: _Entry) -> None:
+    def _start_engine(self, entry: Entry) -> None:
         with self._lock:
             self._begin(entry, False)
         config = entry.config
@@ -345,7 +305,7 @@ class RuntimePool:
         entry.record.memory_mib = hosts.memory_of(pids, entry.record.gpus) or None
         self._finish(entry, None)
 
-    def _finish(self, entry: _Entry, error: BaseException | None) -> None:
+    def _finish(self, entry: Entry, error: BaseException | None) -> None:
         with self._lock:
             now = round(time.monotonic() - self.t0, 2)
             if entry.state == "stopped":  # stopped while it started: what the start raised is not news
@@ -364,7 +324,7 @@ class RuntimePool:
 
     # ------------------------------------------------------------ stopping
 
-    def _stop_entry(self, entry: _Entry, *, wait: bool) -> None:
+    def _stop_entry(self, entry: Entry, *, wait: bool) -> None:
         with self._lock:
             if entry.state not in ("starting", "ready"):
                 return

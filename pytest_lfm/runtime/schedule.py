@@ -1,0 +1,64 @@
+"""When the pool starts runtimes: how many at once, in what order, at what CPU priority, within how much GPU
+memory; and the live state of each launch it knows."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.runtime import hosts
+from pytest_lfm.runtime.engine import SglangEngine
+from pytest_lfm.runtime.launches import Launch
+from pytest_lfm.runtime.server import SglangServer
+
+Runtime = SglangServer | SglangEngine
+USABLE_SHARE = 0.85
+"""Of a GPU's memory, what the runtimes may hold together: sglang keeps the rest free for its activations."""
+PROGRESS_EVERY = 15.0
+BACKGROUND_NICENESS = 10
+"""CPU priority of a start no test waits for yet: it takes the cores the starts that tests wait for leave idle."""
+
+
+SOON = 3
+"""How many of the next servers the tests need start before the slow ones (torch.compile profiles)."""
+
+
+def default_max_starting() -> int:
+    """Runtimes that may start at once: a start keeps about three cores busy (tokenizer, scheduler, compilers)."""
+    return max(1, min(5, (os.cpu_count() or 3) // 3))
+
+
+@dataclass
+class Entry:
+    """The live state of one launch the pool knows: planned, or asked for by a test."""
+
+    kind: str
+    config: LaunchConfig
+    remaining: set[str]
+    record: Launch
+    need_mib: int | None
+    planned: bool
+    state: str = "idle"  # idle -> starting -> ready -> stopped | failed
+    urgent: bool = False  # a test waits for it: full CPU priority
+    runtime: Runtime | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def start_order(waiting: Sequence[Entry]) -> list[Entry]:
+    """The order background starts go in: the next SOON servers the tests need (``waiting`` is in plan order),
+    then the slow starts, which the timing checks at the end of the run need, then the rest in plan order."""
+    soon, later = list(waiting[:SOON]), waiting[SOON:]
+    return soon + sorted(later, key=lambda e: e.config.profile == "default")
+
+
+def usable_capacity_mib(gpus: Sequence[int]) -> int:
+    """What the runtimes may hold on the first of ``gpus``: USABLE_SHARE of its memory, less what is used now."""
+    listed = {g.index: g for g in hosts.list_gpus()}
+    first = listed.get(gpus[0]) if gpus else None
+    if first is None:
+        return 0
+    return int(first.memory_total_mib * USABLE_SHARE) - first.memory_used_mib
