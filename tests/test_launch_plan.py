@@ -672,6 +672,9 @@ def test_micro_checkpoints_build_side_by_side_each_in_a_process_of_its_own(tmp_p
     events = {tuple(line.split()[:2]): float(line.split()[2])
               for line in (tmp_path / "builds.log").read_text().splitlines()}
     assert events[("start", "moe")] < events[("end", "dense")], events  # the second began before the first ended
+    for config in (dense, moe):  # each start's record says how much of it was the build (the fake one takes 1 s)
+        launch = record(pool, config)
+        assert launch is not None and launch.build_seconds is not None and 1.0 <= launch.build_seconds, launch
     assert "micro dense: step 1 loss 2.5 (dense)" in logged, logged
     assert not [child for child in psutil.Process().children(recursive=True) if child.is_running()
                 and child.status() != psutil.STATUS_ZOMBIE and str(fake_builds) in child.cmdline()]

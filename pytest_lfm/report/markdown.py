@@ -73,10 +73,11 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     if data["launches"]:
         lines += ["## Runtime launches", "",
                   *table(["config", "kind", "worker", "GPUs", "planned", "background", "tests", "started s",
-                           "startup s", "GiB held", "error", "arguments"],
+                           "startup s", "of it building s", "GiB held", "error", "arguments"],
                           ((x["config"], x["kind"], x.get("worker"), ",".join(map(str, x["gpus"])),
                             x.get("planned"), x.get("background"), x.get("tests"), x.get("started_s"),
-                            x.get("startup_seconds"), _gib(x.get("memory_mib")), x.get("error"), " ".join(x["args"]))
+                            x.get("startup_seconds"), x.get("build_seconds"), _gib(x.get("memory_mib")), x.get("error"),
+                            " ".join(x["args"]))
                            for x in data["launches"])), ""]
     lines += ["## Verdicts", "", *table(list(data["summary"]), [list(data["summary"].values())]), ""]
     flagged = [c for c in data["checks"] if c["status"] in ("fail", "xpass", "xfail", "skip")]

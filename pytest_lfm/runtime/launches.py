@@ -24,6 +24,7 @@ class Launch:
     ready_s: float | None = None
     stopped_s: float | None = None
     startup_seconds: float | None = None
+    build_seconds: float | None = None  # of the startup: waiting for its micro checkpoint's build (0 if cached)
     error: str | None = None
     stopped_at: float | None = None
 

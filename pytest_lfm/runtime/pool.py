@@ -229,10 +229,13 @@ class RuntimePool:
         self._order.append(entry)
         self.log(f"starting {entry.kind} {entry.config.id}{' in the background' if background else ''}")
 
-    def _model_path(self, config: LaunchConfig) -> str:
-        if config.model.micro is None:
-            return config.model.model_path()
-        return str(self.builds.build(config.model.micro))
+    def _model_path(self, entry: Entry) -> str:
+        """The model path of ``entry``'s launch; a micro checkpoint is built first (the time goes in its record)."""
+        waited, micro = time.monotonic(), entry.config.model.micro
+        path = entry.config.model.model_path() if micro is None else str(self.builds.build(micro))
+        if micro is not None and entry.record.build_seconds is None:
+            entry.record.build_seconds = round(time.monotonic() - waited, 1)
+        return path
 
     def _submit(self, entry: Entry, *, background: bool) -> None:
         with self._lock:
@@ -248,17 +251,17 @@ class RuntimePool:
     def _build_then_launch(self, entry: Entry) -> None:
         """Builds run side by side, each on a thread of its own; the launch itself goes to the launcher thread."""
         try:
-            self._model_path(entry.config)
+            self._model_path(entry)
             self._launcher.submit(self._launch_server, entry)
         except BaseException as exc:  # a failed build, or the pool stopping (the launcher refuses new work)
             self._finish(entry, exc)
 
     def _launch_server(self, entry: Entry) -> None:
-        """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): build the
-        model if needed, start the process, then wait for it on a thread of its own."""
+        """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): start the
+        process (its model built before), then wait for it on a thread of its own."""
         try:
             config = entry.config
-            model_path = self._model_path(config)
+            model_path = self._model_path(entry)
             with self._lock:  # a stop cannot slip in between: it finds the process launched, or the entry stopped
                 if entry.state != "starting" or self._closing:
                     entry.done.set()
@@ -294,7 +297,7 @@ class RuntimePool:
         kwargs: dict[str, Any] = config.engine_kwargs()
         kwargs.pop("dtype", None)
         try:
-            entry.runtime = SglangEngine(self._model_path(config), dtype=config.dtype, gpus=entry.record.gpus,
+            entry.runtime = SglangEngine(self._model_path(entry), dtype=config.dtype, gpus=entry.record.gpus,
                                          env=config.environment(), **kwargs)
         except BaseException as exc:
             self._finish(entry, exc)
