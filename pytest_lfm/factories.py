@@ -20,7 +20,7 @@ from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.runtime.server import SglangServer
-from pytest_lfm.state import MATRIX
+from pytest_lfm.state import RUN
 
 
 def lfm_server_fixture(
@@ -33,10 +33,11 @@ def lfm_server_fixture(
     def server_fixture(
         pytestconfig: pytest.Config, lfm_runtime_pool: RuntimePool | None,
     ) -> Iterator[SglangServer]:
-        spec = pytestconfig.stash[MATRIX].get(model)
+        matrix = pytestconfig.stash[RUN].matrix
+        spec = matrix.get(model)
         if spec is None:
             raise pytest.UsageError(f"lfm_server_fixture({model!r}): not in the model matrix; add it with "
-                                    "--lfm-matrix FILE or use one of: " + ", ".join(pytestconfig.stash[MATRIX].ids()))
+                                    "--lfm-matrix FILE or use one of: " + ", ".join(matrix.ids()))
         if lfm_runtime_pool is None:
             pytest.skip(NO_RUNTIME)
         launch = LaunchConfig(spec, dtype, profile, tuple(extra_args), tuple(sorted((env or {}).items())))

@@ -24,13 +24,13 @@ from pytest_lfm.report.notes import QUIET
 from pytest_lfm.runtime import ExternalServer, HttpServer, SglangEngine, SglangServer, hosts
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
-from pytest_lfm.state import CURRENT_MODEL, EXTERNAL, MESSAGES, PLAN, POOL, SETTINGS
+from pytest_lfm.state import RUN
 
 
 @pytest.fixture(scope="session")
 def lfm_settings(pytestconfig: pytest.Config) -> Settings:
     """The resolved pytest-lfm settings."""
-    return pytestconfig.stash[SETTINGS]
+    return pytestconfig.stash[RUN].settings
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +73,11 @@ def lfm_runtime_pool(
         yield None
         return
     pool = RuntimePool(lfm_gpus, tmp_path_factory.mktemp("lfm-logs"), lfm_settings.launch_timeout,
-                       plan=pytestconfig.stash[PLAN], log=pytestconfig.stash[MESSAGES])
+                       plan=pytestconfig.stash[RUN].plan, log=pytestconfig.stash[RUN].messages)
     if hasattr(pytestconfig, "workerinput"):  # xdist: start ahead only the models this worker is given
-        pool.active_models = {pytestconfig.stash[CURRENT_MODEL]} if CURRENT_MODEL in pytestconfig.stash else set()
-    pytestconfig.stash[POOL] = pool
+        current = pytestconfig.stash[RUN].current_model
+        pool.active_models = {current} if current is not None else set()
+    pytestconfig.stash[RUN].pool = pool
     yield pool
     pool.stop()
 
@@ -114,8 +115,9 @@ def lfm_server(
         yield ReplayServer(lfm_recording)
         return
     if lfm_settings.base_url:
-        server: SglangServer | ExternalServer = pytestconfig.stash.setdefault(
-            EXTERNAL, ExternalServer(lfm_settings.base_url))
+        run = pytestconfig.stash[RUN]
+        run.external = run.external or ExternalServer(lfm_settings.base_url)
+        server: SglangServer | ExternalServer = run.external
         try:
             server.start()
         except ExternalServerError as exc:
@@ -145,7 +147,7 @@ def lfm_live_server(
     In replay, a test the recording has no exchange of runs, and fails at its first request (one that sends none,
     e.g. a test skipping a model, keeps its verdict); under --lfm-replay-missing skip it is skipped here."""
     replaying = isinstance(lfm_server, ReplayServer) and lfm_recording is not None
-    if (replaying and request.config.stash[SETTINGS].replay_missing == "skip"
+    if (replaying and request.config.stash[RUN].settings.replay_missing == "skip"
             and not lfm_recording.has_test(request.node.nodeid)):  # type: ignore[union-attr]
         pytest.skip(f"not in the recording {lfm_recording.root}: this test did not run when it was made "  # type: ignore[union-attr]
                     "(re-record on a GPU host with --lfm-record)")

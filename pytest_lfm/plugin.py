@@ -28,7 +28,7 @@ from pytest_lfm.selection import (
 )
 from pytest_lfm.settings import Settings, add_options, describe, resolve
 from pytest_lfm.signals import end_on_signals
-from pytest_lfm.state import CURRENT_MODEL, EXTERNAL, MATRIX, MESSAGES, PLAN, POOL, SELECTED, SETTINGS, SIGNAL_HANDLERS
+from pytest_lfm.state import RUN, Run
 
 pytest_plugins = ("pytest_lfm.fixtures",)
 
@@ -59,15 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "model that server serves.")
     if problem := unreplayable(settings, selected):
         raise pytest.UsageError(problem)
-    config.stash[SETTINGS], config.stash[MATRIX], config.stash[SELECTED] = settings, matrix, selected
-    config.stash[POOL] = None
+    config.stash[RUN] = Run(settings, matrix, selected, Messages(config))
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # all tests of one model on one worker (xdist_group marks below)
     if getattr(config, "workerinput", {}).get("lfm_loadgroup"):
         config.option.loadgroup = True  # a worker derives loadgroup from its own arguments: see pytest_configure_node
     config.addinivalue_line("markers", FIDELITY_MARKER)
-    config.stash[PLAN] = []
-    config.stash[MESSAGES] = Messages(config)
     config.pluginmanager.register(RuntimeHooks(config), "lfm-runtime")
     end_on_signals(config)
     report.register(config)
@@ -80,15 +77,17 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    pool = config.stash.get(POOL, None)
-    if pool is not None:
-        pool.stop()
-    for sig, handler in config.stash.get(SIGNAL_HANDLERS, {}).items():
+    run = config.stash.get(RUN, None)
+    if run is None:  # configure stopped before the run was set up
+        return
+    if run.pool is not None:
+        run.pool.stop()
+    for sig, handler in run.signal_handlers.items():
         signal.signal(sig, handler)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    settings = config.stash[SETTINGS]
+    settings = config.stash[RUN].settings
     versions = []
     for dist in ("sglang", "torch", "transformers"):
         try:
@@ -100,20 +99,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         "pytest-lfm settings (value, source):",
         *describe(settings),
-        f"pytest-lfm models: {', '.join(m.id for m in config.stash[SELECTED])}",
-        *config.stash[MATRIX].describe_overrides(),
+        f"pytest-lfm models: {', '.join(m.id for m in config.stash[RUN].selected)}",
+        *config.stash[RUN].matrix.describe_overrides(),
         f"pytest-lfm runtime: {'; '.join(versions)}; GPUs: {gpu_line}",
     ]
 
 
 def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
     config = metafunc.config
-    settings = config.stash[SETTINGS]
+    settings = config.stash[RUN].settings
     required, _ = marker_kwargs(metafunc.definition, "lfm_requires")
     _, variant = marker_kwargs(metafunc.definition, "lfm_launch")
     dtypes = (variant["dtype"],) if variant.get("dtype") else settings.dtypes
     params = []
-    for model in config.stash[SELECTED]:
+    for model in config.stash[RUN].selected:
         for dtype in dtypes:
             launch = LaunchConfig(
                 model, dtype, variant.get("profile", "default"),
@@ -140,7 +139,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Leave out what the run does not ask for (the quick level's exclusions; under --lfm-replay the ``lfm_live``
     tests, which a recording cannot answer), mark opt-in tests to skip at collection (they then launch nothing),
     order the tests by runtime configuration and make the launch plan from that order."""
-    settings = config.stash[SETTINGS]
+    settings = config.stash[RUN].settings
     dropped = [item for item in items if (settings.replay_dir and item.get_closest_marker("lfm_live"))
                or (settings.level == "quick" and quick_leaves_out(item))]
     if dropped:
@@ -157,12 +156,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=(
                 f"sglang {installed} is installed; {launch.model.id} needs sglang >= {launch.model.min_sglang} "
                 f"(min_sglang in {launch.model.source})")))
-    models = [m.id for m in config.stash[SELECTED]]
+    models = [m.id for m in config.stash[RUN].selected]
     first: dict[str, int] = {}
     items.sort(key=lambda item: order_key(settings, models, item, first))
     if getattr(config.option, "loadgroup", False):
         restore_xdist_group_ids(items)
-    config.stash[PLAN] = plan.build_plan(items) if _launches_here(settings) else []
+    config.stash[RUN].plan = plan.build_plan(items) if _launches_here(settings) else []
 
 
 def _launches_here(settings: Settings) -> bool:
@@ -179,8 +178,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return
-    settings = config.stash[SETTINGS]
-    planned = config.stash[PLAN]
+    settings = config.stash[RUN].settings
+    planned = config.stash[RUN].plan
     if settings.base_url:
         where = f"--lfm-base-url {settings.base_url}"
     elif settings.replay_dir:
@@ -209,16 +208,16 @@ class RuntimeHooks:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         launch = plan.launch_of(item)
         if launch is not None:
-            self.config.stash[CURRENT_MODEL] = launch.model.id
-            pool = self.config.stash.get(POOL, None)
+            self.config.stash[RUN].current_model = launch.model.id
+            pool = self.config.stash[RUN].pool
             if pool is not None:
                 pool.activate(launch.model.id)
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
-        pool = self.config.stash.get(POOL, None)
-        if pool is not None:
-            pool.test_done(nodeid)
-        self.config.stash[MESSAGES].flush()
+        run = self.config.stash[RUN]
+        if run.pool is not None:
+            run.pool.test_done(nodeid)
+        run.messages.flush()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -228,7 +227,7 @@ def pytest_runtest_makereport(
     """A failed test against a server someone else started says whether that server is still healthy (it is
     checked once when first used, not before every test: sglang's health endpoints take a second or more)."""
     report: pytest.TestReport = yield
-    external = item.config.stash.get(EXTERNAL, None)
+    external = item.config.stash[RUN].external
     if report.failed and external is not None and "lfm_server" in getattr(item, "fixturenames", ()):
         problem = external.health()
         report.sections.append(("pytest-lfm server health", f"{external.base_url} after this failure: "

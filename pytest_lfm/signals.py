@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_lfm.runtime.server import kill_all
-from pytest_lfm.state import MESSAGES, POOL, SIGNAL_HANDLERS
+from pytest_lfm.state import RUN
 
 
 class Terminated(KeyboardInterrupt):
@@ -33,9 +33,9 @@ def end_on_signals(config: pytest.Config) -> None:
         name = signal.Signals(signum).name
         if received == 2:
             with contextlib.suppress(Exception):
-                config.stash[MESSAGES].write_now(f"pytest-lfm: {name} again: killing the runtimes now (once more "
+                config.stash[RUN].messages.write_now(f"pytest-lfm: {name} again: killing the runtimes now (once more "
                                                  "to stop waiting for them)")
-            pool = config.stash.get(POOL, None)
+            pool = config.stash[RUN].pool
             if pool is not None:
                 pool.kill()  # its builds and engines too
             kill_all()  # also those of pools and factories of the user's own
@@ -49,4 +49,4 @@ def end_on_signals(config: pytest.Config) -> None:
         handler = signal.getsignal(sig)
         if handler in (signal.SIG_DFL, None) or (sig == signal.SIGINT and handler is signal.default_int_handler):
             previous[sig] = signal.signal(sig, interrupt)
-    config.stash[SIGNAL_HANDLERS] = previous
+    config.stash[RUN].signal_handlers = previous

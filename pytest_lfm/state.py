@@ -1,9 +1,11 @@
-"""The run's state in ``config.stash``: the keys the plugin, its fixtures and the report share live here, so the
-report depends on neither the plugin nor the runtimes (the plugin imports the report, never the other way)."""
+"""The run's state, one object in ``config.stash[RUN]``: what the plugin resolved at configure, the plan it made
+at collection and the runtimes its fixtures started. It lives here so that the report depends on neither the
+plugin nor the runtimes (the plugin imports the report, never the other way)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,12 +17,20 @@ if TYPE_CHECKING:
     from pytest_lfm.runtime.plan import PlannedLaunch
     from pytest_lfm.settings import Settings
 
-SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
-SELECTED: pytest.StashKey[list[ModelSpec]] = pytest.StashKey()  # the models the run qualifies
-POOL: pytest.StashKey[RuntimePool | None] = pytest.StashKey()  # set once a test needs a runtime launched here
-PLAN: pytest.StashKey[Sequence[PlannedLaunch]] = pytest.StashKey()  # the launches planned at collection
-MATRIX: pytest.StashKey[Matrix] = pytest.StashKey()
-EXTERNAL: pytest.StashKey[ExternalServer] = pytest.StashKey()  # the --lfm-base-url server, once verified
-MESSAGES: pytest.StashKey[Messages] = pytest.StashKey()  # what the pool says, on the terminal
-SIGNAL_HANDLERS: pytest.StashKey[dict[int, Any]] = pytest.StashKey()  # the handlers the run replaced
-CURRENT_MODEL: pytest.StashKey[str] = pytest.StashKey()  # the model of the test being set up (xdist)
+
+@dataclass
+class Run:
+    """One pytest run (or xdist worker) of the plugin."""
+
+    settings: Settings
+    matrix: Matrix
+    selected: list[ModelSpec]  # the models the run qualifies
+    messages: Messages  # what the pool says, on the terminal
+    plan: Sequence[PlannedLaunch] = ()  # the launches planned at collection
+    pool: RuntimePool | None = None  # set once a test needs a runtime launched here
+    external: ExternalServer | None = None  # the --lfm-base-url server, once verified
+    current_model: str | None = None  # the model of the test being set up (xdist: which models a worker runs)
+    signal_handlers: dict[int, Any] = field(default_factory=dict)  # the handlers the run replaced
+
+
+RUN = pytest.StashKey[Run]()

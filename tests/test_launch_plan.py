@@ -674,7 +674,7 @@ def test_micro_checkpoints_build_side_by_side_each_in_a_process_of_its_own(tmp_p
     assert events[("start", "moe")] < events[("end", "dense")], events  # the second began before the first ended
     for config in (dense, moe):  # each start's record says how much of it was the build (the fake one takes 1 s)
         launch = record(pool, config)
-        assert launch is not None and launch.build_seconds is not None and 1.0 <= launch.build_seconds, launch
+        assert launch is not None and launch.build_seconds is not None and launch.build_seconds >= 1.0, launch
     assert "micro dense: step 1 loss 2.5 (dense)" in logged, logged
     assert not [child for child in psutil.Process().children(recursive=True) if child.is_running()
                 and child.status() != psutil.STATUS_ZOMBIE and str(fake_builds) in child.cmdline()]
@@ -699,11 +699,11 @@ def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path
 POOL_MESSAGES = """
 import threading
 import pytest
-from pytest_lfm.state import MESSAGES
+from pytest_lfm.state import RUN
 
 @pytest.fixture
 def runtime(request):
-    say = request.config.stash[MESSAGES]
+    say = request.config.stash[RUN].messages
     say("starting server x")  # from the main thread, during the setup pytest captures
     worker = threading.Thread(target=say, args=("micro dense: step 100 loss 0.5 (3s)",))
     worker.start()

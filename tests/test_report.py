@@ -21,7 +21,7 @@ PLUGIN_ARGS = () if any(ep.value == "pytest_lfm.plugin" for ep in entry_points(g
 CONFTEST = """
 import pytest
 from pytest_lfm.runtime import Launch, RuntimePool
-from pytest_lfm.state import POOL
+from pytest_lfm.state import RUN
 
 
 class RecordedPool(RuntimePool):
@@ -38,7 +38,7 @@ class RecordedPool(RuntimePool):
 def fake_launch(pytestconfig, tmp_path_factory):
     pool = RecordedPool([0], tmp_path_factory.mktemp("logs"), 60.0, capacity_mib=0)
     pool.waits.append((pool.t0, pool.t0 + 2.0))
-    pytestconfig.stash[POOL] = pool
+    pytestconfig.stash[RUN].pool = pool
 """
 
 SUITE = """

@@ -35,7 +35,7 @@ from pytest_lfm.report.schema import (
     scripted_turn_rows,
 )
 from pytest_lfm.runtime import hosts
-from pytest_lfm.state import PLAN, POOL, SELECTED, SETTINGS
+from pytest_lfm.state import RUN
 
 PLUGIN_NAME = "lfm-report"
 _LAUNCHES = "lfm_launches"
@@ -127,7 +127,7 @@ class Report:
             check.status, check.reason = decided
 
     def _local_launches(self) -> list[dict[str, Any]]:
-        pool = self.config.stash.get(POOL, None)
+        pool = self.config.stash[RUN].pool
         if pool is None:
             return []
         worker = getattr(self.config, "workerinput", {}).get("workerid", "main")
@@ -135,7 +135,7 @@ class Report:
 
     def _local_split(self) -> dict[str, Any] | None:
         """How this process's wall time went (the pool's waits and startups against the tests' durations)."""
-        pool = self.config.stash.get(POOL, None)
+        pool = self.config.stash[RUN].pool
         testing = sum(c.duration_s for c in self.checks.values())
         wall = time.monotonic() - self.started_monotonic
         if pool is None:  # nothing launched here (--lfm-base-url, --lfm-replay, no GPU)
@@ -146,7 +146,7 @@ class Report:
 
     def _plan(self) -> list[dict[str, Any]]:
         return [{"kind": p.kind, "config": p.config.id, "tests": len(p.tests), "quiet_tests": p.quiet_tests}
-                for p in self.config.stash.get(PLAN, [])]
+                for p in self.config.stash[RUN].plan]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
@@ -172,7 +172,7 @@ class Report:
 
     def data(self) -> dict[str, Any]:
         """The report as a JSON-able dict."""
-        settings = self.config.stash[SETTINGS]
+        settings = self.config.stash[RUN].settings
         checks = sorted(self.checks.values(), key=lambda c: c.nodeid)
         for check in checks:
             if check.status == "pass" and check.nodeid not in self.called:
@@ -190,7 +190,7 @@ class Report:
                          "base_url": settings.base_url, "server_args": list(settings.server_args)},
             "models": [{"id": m.id, "family": m.family, "capabilities": sorted(m.capabilities),
                         "chat_template": m.chat_template, "launch_args": list(m.launch_args)}
-                       for m in self.config.stash[SELECTED]],
+                       for m in self.config.stash[RUN].selected],
             "level": settings.level,
             "plan": self._plan(),
             "launches": [*self.launches, *self._local_launches()],
@@ -210,7 +210,7 @@ class Report:
             return
         data = self.data()
         self._junit_properties(data)
-        report_dir = self.config.stash[SETTINGS].report_dir
+        report_dir = self.config.stash[RUN].settings.report_dir
         if report_dir is None or not self.checks:  # nothing ran (e.g. --collect-only): no report
             return
         report_dir.mkdir(parents=True, exist_ok=True)  # checked at configure time; made again if removed since
