@@ -25,7 +25,7 @@ from pytest_lfm.settings import Settings
 
 pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
-# Liquid's published figures use 1024 input / 128 output tokens at concurrency 1 (FACTS.md).
+# Liquid's published figures use 1024 input / 128 output tokens at concurrency 1 (docs/facts.md).
 WORKLOAD = Workload(input_len=1024, output_len=128, num_prompts=64, warmup_requests=8)
 
 

@@ -42,7 +42,7 @@ def _stream(client: openai.OpenAI, request: dict[str, Any]) -> checks.StreamedCh
 
 @pytest.mark.parametrize("turn", CALLS, indirect=True)
 def test_call_never_vanishes(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """Seen on the GPU host (FACTS.md): a call came back as content '' + tool_calls null + finish 'stop'."""
+    """Seen on the GPU host (docs/facts.md): a call came back as content '' + tool_calls null + finish 'stop'."""
     request = turn.request(lfm_model_name)
     choice = _choice(lfm_client, request)
     checks.assert_call_not_vanished(choice.finish_reason, choice.message.content, choice.message.tool_calls,
@@ -70,7 +70,7 @@ def test_call_arguments_match_the_tool_schema(lfm_client: openai.OpenAI, lfm_mod
 def test_call_arguments_are_the_scripted_ones(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """The script: micro checkpoints call with exactly these arguments (FACTS.md: 35/35 on sglang 0.5.17)."""
+    """The script: micro checkpoints call with exactly these arguments (docs/facts.md: 35/35 on sglang 0.5.17)."""
     if not checks.exact(lfm_model):
         pytest.skip("exact arguments are known for micro checkpoints only; real models are checked on structure")
     request = turn.request(lfm_model_name)
@@ -117,7 +117,7 @@ def test_model_may_answer_in_text_when_tools_are_offered(
 def test_tool_choice_required_returns_valid_calls(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """FACTS.md (measured): tool_choice 'required' is enforced by a JSON-schema grammar; the calls come back parsed."""
+    """docs/facts.md (measured): tool_choice 'required' is enforced by a JSON-schema grammar; the calls come back parsed."""
     request = turn.request(lfm_model_name)
     checks.assert_scripted_calls(_choice(lfm_client, request), turn, lfm_model, request=request)
 
@@ -126,7 +126,7 @@ def test_tool_choice_required_returns_valid_calls(
 def test_named_tool_choice_calls_only_that_tool(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """OpenAI function calling (tool_choice {"type": "function", ...}); FACTS.md: enforced by a JSON-schema grammar."""
+    """OpenAI function calling (tool_choice {"type": "function", ...}); docs/facts.md: enforced by a JSON-schema grammar."""
     request = turn.request(lfm_model_name)
     assert isinstance(turn.tool_choice, dict)
     named = turn.tool_choice["function"]["name"]
@@ -138,7 +138,7 @@ def test_named_tool_choice_calls_only_that_tool(
 
 @pytest.mark.parametrize("turn", NAMED[:1], indirect=True)
 def test_unknown_named_tool_is_rejected_with_400(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """FACTS.md (measured): HTTP 400 "Tool 'nope' not found in tools list." (sglang serving_chat validation)."""
+    """docs/facts.md (measured): HTTP 400 "Tool 'nope' not found in tools list." (sglang serving_chat validation)."""
     request = turn.request(lfm_model_name, tool_choice={"type": "function", "function": {"name": "nope"}})
     checks.expect_http_error(lambda: _create(lfm_client, request), 400, request=request,
                              mentions="Tool 'nope' not found in tools list.")
@@ -231,7 +231,7 @@ def test_prompt_tokens_count_the_tools_as_the_running_sglang_renders_them(
     request: pytest.FixtureRequest, lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec,
     lfm_sglang_version: str, turn: Turn,
 ) -> None:
-    """FACTS.md (measured): sglang re-serializes tools before the chat template (0.5.17: 257 tokens where the
+    """docs/facts.md (measured): sglang re-serializes tools before the chat template (0.5.17: 257 tokens where the
     client's JSON gives 227); prompt_tokens must equal that rendering."""
     checks.check_prompt_tokens(request, lfm_client, turn.request(lfm_model_name, max_tokens=1), turn, lfm_model,
                                lfm_sglang_version, "the tools")
@@ -266,7 +266,7 @@ def test_streamed_calls_equal_the_non_streamed_calls(
 
 @pytest.mark.parametrize("turn", CALLS, indirect=True)
 def test_streamed_call_finishes_with_tool_calls(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """FACTS.md (measured): the last chunk of a streamed call has finish_reason 'tool_calls'."""
+    """docs/facts.md (measured): the last chunk of a streamed call has finish_reason 'tool_calls'."""
     request = turn.request(lfm_model_name)
     choice = _stream(lfm_client, request)
     checks.check(choice.finish_reasons == ["tool_calls"], "finish chunks of a streamed call",
@@ -275,7 +275,7 @@ def test_streamed_call_finishes_with_tool_calls(lfm_client: openai.OpenAI, lfm_m
 
 @pytest.mark.parametrize("turn", CALLS, indirect=True)
 def test_streamed_call_never_vanishes(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """Seen on the GPU host (FACTS.md): a call must not end as an empty 'stop' (streamed)."""
+    """Seen on the GPU host (docs/facts.md): a call must not end as an empty 'stop' (streamed)."""
     request = turn.request(lfm_model_name)
     choice = _stream(lfm_client, request)
     checks.assert_call_not_vanished(choice.finish_reason, choice.content, list(choice.calls.values()),

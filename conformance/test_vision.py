@@ -339,7 +339,7 @@ def test_too_many_image_tokens_for_context_is_rejected_with_400(
     budget: ImageTokenBudget, lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
     """Source: sglang TokenizerManager._validate_one_request ("The input (N tokens) is longer than the model's
-    context length (M tokens)."), applied after the image is expanded; FACTS.md (400 for a long text prompt)."""
+    context length (M tokens)."), applied after the image is expanded; docs/facts.md (400 for a long text prompt)."""
     request = _oversized_request(lfm_model_name, budget)
     checks.expect_http_error(lambda: lfm_client.chat.completions.create(**request), 400, request=_shown(request),
                              mentions=f"context length ({SMALL_CONTEXT} tokens)")

@@ -22,7 +22,7 @@ from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.report.notes import PROMPT_FINGERPRINT, PROMPT_TOKENS, note
 from pytest_lfm.runtime import compat
 
-#: LFM2 / LFM2-VL control tokens (FACTS.md, "LFM2 format facts"); none of them belongs in a response's text.
+#: LFM2 / LFM2-VL control tokens (docs/facts.md, "The LFM2 format"); none of them belongs in a response's text.
 SPECIAL_TOKENS = (
     "<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|tool_list_start|>",
     "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_response_start|>",
@@ -137,7 +137,7 @@ def assert_usage_adds_up(usage: CompletionUsage | None, *, request: Any) -> None
 def assert_call_not_vanished(finish_reason: str | None, content: str | None, tool_calls: Sequence[Any] | None,
                              *, request: Any, response: Any) -> None:
     """A finished turn carries something: finish "stop" with empty content and no tool_calls means the server
-    dropped what the model produced (seen on the GPU host: a call the parser rejected vanished; FACTS.md)."""
+    dropped what the model produced (seen on the GPU host: a call the parser rejected vanished; docs/facts.md)."""
     __tracebackhide__ = True
     vanished = finish_reason == "stop" and not (content or "").strip() and not tool_calls
     check(not vanished, "the response is empty: finish_reason 'stop' with empty content and no tool_calls "
@@ -345,7 +345,7 @@ def check_prompt_tokens(
     sglang_version: str, what: str,
 ) -> None:
     """prompt_tokens of ``sent`` equals the token count of ``turn`` rendered as the running sglang renders it (it
-    re-serializes tools before the chat template: FACTS.md); the rendering's fingerprint and count go to the report
+    re-serializes tools before the chat template: docs/facts.md); the rendering's fingerprint and count go to the report
     so that an upgrade comparison shows prompt changes. ``what`` names the rendering in the failure message."""
     import hashlib
 

@@ -24,7 +24,7 @@ METRICS_FLAG = "--enable-metrics"
 """Every server launch exposes /metrics, as production servers do: the latency, fidelity and memory checks read the
 server's own figures from the server under test. An sgl.Engine gets no metrics: in-process, it would set
 PROMETHEUS_MULTIPROC_DIR for this process and every server started after it."""
-# float16 needs the short-conv state in float16 too (FACTS.md; sglang #19773, #30178, #31719)
+# float16 needs the short-conv state in float16 too (docs/facts.md, float16; sglang #19773, #30178, #31719)
 DTYPE_ENV: dict[str, dict[str, str]] = {"float16": {"SGLANG_MAMBA_CONV_DTYPE": "float16"}}
 
 _BUDGET = {

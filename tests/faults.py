@@ -204,7 +204,7 @@ def arguments_break_schema(ex: Exchange) -> bool:
 
 @fault("the exact call the micro checkpoint was trained on (argument values)")
 def wrong_argument_value(ex: Exchange) -> bool:
-    """Schema-valid arguments with another value (the wrong-city bug of FACTS.md)."""
+    """Schema-valid arguments with another value (the wrong-city bug of docs/facts.md)."""
     changed = False
     for call in _calls(ex):
         function = call.get("function") or {}
@@ -245,7 +245,7 @@ def duplicate_tool_call_index(ex: Exchange) -> bool:
 
 @fault("every call of a parallel call comes back")
 def parallel_call_lost(ex: Exchange) -> bool:
-    """Only the first of several calls survives (two call blocks in one chunk, FACTS.md)."""
+    """Only the first of several calls survives (two call blocks in one chunk, docs/facts.md)."""
     changed = False
     for message in _messages(ex):
         calls = message.get("tool_calls") or []

@@ -80,7 +80,7 @@ def _ex(seq: int, request: Any, *, path: str = "/v1/chat/completions", status: i
 
 
 def sample_recording() -> list[Exchange]:
-    """One of each exchange shape the suites produce, shaped like sglang 0.5.17's answers (FACTS.md)."""
+    """One of each exchange shape the suites produce, shaped like sglang 0.5.17's answers (docs/facts.md)."""
     ask = {"model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [TOOL]}
     image = {"type": "image_url", "image_url": {"url": "<image RGB 64x64 pixels sha256:0>"}}
     return [

@@ -55,7 +55,7 @@ def at_least(version: str, minimum: str) -> bool:
 
 
 RENAMES: tuple[tuple[str, str], ...] = (
-    ("cuda_graph_max_bs", "cuda_graph_max_bs_decode"),  # 0.5.17 has only the second (FACTS.md)
+    ("cuda_graph_max_bs", "cuda_graph_max_bs_decode"),  # 0.5.17 has only the second (docs/facts.md)
     ("cuda_graph_bs", "cuda_graph_bs_decode"),
     ("tp", "tp_size"),
     ("dp", "dp_size"),
