@@ -50,7 +50,7 @@ def test_prompt_tokens_equal_the_prompt_as_the_running_sglang_renders_it(
     request: pytest.FixtureRequest, lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec,
     lfm_sglang_version: str, turn: Turn,
 ) -> None:
-    """docs/facts.md (measured): sglang renders the chat template itself; prompt_tokens is that rendering's length."""
+    """docs/facts.md: sglang renders the chat template itself; prompt_tokens is that rendering's length."""
     checks.check_prompt_tokens(request, lfm_client, turn.request(lfm_model_name), turn, lfm_model,
                                lfm_sglang_version, "the chat template")
 
@@ -218,7 +218,7 @@ def test_shared_prefix_reuse_does_not_change_outputs(
 def test_prompt_longer_than_the_context_is_rejected_with_400(
     lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str
 ) -> None:
-    """docs/facts.md (measured): HTTP 400 "The input (N tokens) is longer than the model's context length", not a 500."""
+    """docs/facts.md: HTTP 400 "The input (N tokens) is longer than the model's context length", not a 500."""
     context = int(lfm_http.get("/v1/models").json()["data"][0]["max_model_len"])
     request = {"model": lfm_model_name, "max_tokens": 4,
                "messages": [{"role": "user", "content": "hello " * (context + 64)}]}
@@ -229,7 +229,7 @@ def test_prompt_longer_than_the_context_is_rejected_with_400(
 def test_models_endpoint_lists_the_served_model(
     lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec
 ) -> None:
-    """docs/facts.md (measured): GET /v1/models -> data[0].id is the served model, max_model_len an integer."""
+    """docs/facts.md: GET /v1/models -> data[0].id is the served model, max_model_len an integer."""
     body = lfm_http.get("/v1/models").json()
     entry = body["data"][0] if body.get("data") else {}
     expected_len = lfm_model.context_length

@@ -2,8 +2,8 @@
 
 float16 needs the short-conv state in float16 too: SGLANG_MAMBA_CONV_DTYPE=float16, which the plugin sets for every
 float16 launch. Without it sglang 0.5.17 dies during CUDA-graph capture ("Expected conv_state.scalar_type() ==
-input_type"; docs/facts.md, sglang #19773, #30178, #31719); that launch runs as a known-failure probe (xfail, not strict),
-so an sglang that fixes it shows up as XPASS.
+input_type"; docs/facts.md; sglang #19773, #30178, #31719); that launch runs as a known-failure probe (xfail, not
+strict), so an sglang that fixes it shows up as XPASS.
 
 float16 must agree with bfloat16 on the first tokens' logprobs: the top-5 logprobs at every prompt position and at the
 first generated positions (while both dtypes pick the same tokens). The reference is sglang's HF-parity check
@@ -149,7 +149,8 @@ def test_float16_serves(
     lfm_model: ModelSpec, lfm_script: Script, lfm_live_server: HttpServer,
     lfm_client: openai.OpenAI, lfm_model_name: str,
 ) -> None:
-    """Source: sglang --dtype float16 with SGLANG_MAMBA_CONV_DTYPE=float16 (srt/configs/mamba_utils.py; docs/facts.md)."""
+    """Source: sglang --dtype float16 with SGLANG_MAMBA_CONV_DTYPE=float16 (srt/configs/mamba_utils.py;
+    docs/facts.md)."""
     check_served_dtype(lfm_live_server, ("float16",))
     check_serves(lfm_client, lfm_model_name, lfm_model, lfm_script)
 

@@ -63,7 +63,7 @@ def test_engine_greedy_outputs_equal_the_servers(
 
 
 def test_engine_batch_generate_equals_one_by_one(prompts: list[str], lfm_engine: SglangEngine) -> None:
-    """docs/facts.md (measured): generate(prompt=[p1, p2], ...) returns one result per prompt, in order, with
+    """docs/facts.md: generate(prompt=[p1, p2], ...) returns one result per prompt, in order, with
     meta_info; greedy batch outputs equal single-prompt outputs."""
     batch = lfm_engine.generate(prompt=prompts, sampling_params=GREEDY)
     single = [_texts(lfm_engine.generate(prompt=p, sampling_params=GREEDY))[0] for p in prompts]
@@ -79,8 +79,8 @@ def test_engine_shutdown_frees_the_gpu(
     request: pytest.FixtureRequest, lfm_launch: LaunchConfig, lfm_engine: SglangEngine,
     lfm_runtime_pool: RuntimePool | None, lfm_gpus: list[int],
 ) -> None:
-    """docs/facts.md: sgl.Engine spawns scheduler processes; shutdown must end them and give back the GPU memory they held,
-    and this process's own share (its tokenizer manager runs here) must return to what it was before the engine.
+    """docs/facts.md: sgl.Engine spawns scheduler processes; shutdown must end them and give back the GPU memory they
+    held, and this process's own share (its tokenizer manager runs here) must return to what it was before the engine.
     Counted per process, so other runtimes starting or stopping on the GPU meanwhile do not blur it. It stops the
     engine the other engine tests used: it runs after them."""
     assert lfm_runtime_pool is not None  # lfm_engine skipped otherwise

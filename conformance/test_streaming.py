@@ -40,7 +40,7 @@ def _stream_with_events(client: openai.OpenAI, request: dict[str, object]) -> tu
 
 @pytest.mark.parametrize("turn", ANSWERS[:1], indirect=True)
 def test_first_delta_carries_the_assistant_role(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """OpenAI streaming reference; docs/facts.md (measured): the first chunk has delta.role 'assistant'.
+    """OpenAI streaming reference; docs/facts.md: the first chunk has delta.role 'assistant'.
 
     And the stream's framing, read as server-sent events: it ends with ``data: [DONE]`` (OpenAI streaming
     reference: "the stream is terminated by a data: [DONE] message"; sglang 0.5.17 sends it, H100 recordings in

@@ -117,7 +117,7 @@ def test_model_may_answer_in_text_when_tools_are_offered(
 def test_tool_choice_required_returns_valid_calls(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """docs/facts.md (measured): tool_choice 'required' is enforced by a JSON-schema grammar; the calls come back parsed."""
+    """docs/facts.md: tool_choice 'required' is enforced by a JSON-schema grammar; the calls come back parsed."""
     request = turn.request(lfm_model_name)
     checks.assert_scripted_calls(_choice(lfm_client, request), turn, lfm_model, request=request)
 
@@ -126,7 +126,8 @@ def test_tool_choice_required_returns_valid_calls(
 def test_named_tool_choice_calls_only_that_tool(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """OpenAI function calling (tool_choice {"type": "function", ...}); docs/facts.md: enforced by a JSON-schema grammar."""
+    """OpenAI function calling (tool_choice {"type": "function", ...}); enforced by a JSON-schema grammar
+    (docs/facts.md)."""
     request = turn.request(lfm_model_name)
     assert isinstance(turn.tool_choice, dict)
     named = turn.tool_choice["function"]["name"]
@@ -138,7 +139,7 @@ def test_named_tool_choice_calls_only_that_tool(
 
 @pytest.mark.parametrize("turn", NAMED[:1], indirect=True)
 def test_unknown_named_tool_is_rejected_with_400(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """docs/facts.md (measured): HTTP 400 "Tool 'nope' not found in tools list." (sglang serving_chat validation)."""
+    """docs/facts.md: HTTP 400 "Tool 'nope' not found in tools list." (sglang serving_chat validation)."""
     request = turn.request(lfm_model_name, tool_choice={"type": "function", "function": {"name": "nope"}})
     checks.expect_http_error(lambda: _create(lfm_client, request), 400, request=request,
                              mentions="Tool 'nope' not found in tools list.")
@@ -231,7 +232,7 @@ def test_prompt_tokens_count_the_tools_as_the_running_sglang_renders_them(
     request: pytest.FixtureRequest, lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec,
     lfm_sglang_version: str, turn: Turn,
 ) -> None:
-    """docs/facts.md (measured): sglang re-serializes tools before the chat template (0.5.17: 257 tokens where the
+    """docs/facts.md: sglang re-serializes tools before the chat template (0.5.17: 257 tokens where the
     client's JSON gives 227); prompt_tokens must equal that rendering."""
     checks.check_prompt_tokens(request, lfm_client, turn.request(lfm_model_name, max_tokens=1), turn, lfm_model,
                                lfm_sglang_version, "the tools")
@@ -266,7 +267,7 @@ def test_streamed_calls_equal_the_non_streamed_calls(
 
 @pytest.mark.parametrize("turn", CALLS, indirect=True)
 def test_streamed_call_finishes_with_tool_calls(lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn) -> None:
-    """docs/facts.md (measured): the last chunk of a streamed call has finish_reason 'tool_calls'."""
+    """docs/facts.md: the last chunk of a streamed call has finish_reason 'tool_calls'."""
     request = turn.request(lfm_model_name)
     choice = _stream(lfm_client, request)
     checks.check(choice.finish_reasons == ["tool_calls"], "finish chunks of a streamed call",
