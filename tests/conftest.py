@@ -10,7 +10,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-# nvidia-smi stand-in: {count} idle GPUs, answering the --query-gpu fields pytest_lfm.hosts asks for
+# nvidia-smi stand-in: {count} idle GPUs, answering the --query-gpu fields pytest_lfm.runtime.hosts asks for
 NVIDIA_SMI = """\
 #!{python}
 import sys
