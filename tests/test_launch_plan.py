@@ -184,8 +184,8 @@ def test_collection_plans_one_launch_per_runtime_configuration(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     heads = [line for line in result.stdout.splitlines() if line.startswith("pytest-lfm launch plan:")]
     assert heads == [f"pytest-lfm launch plan: {launches} launches on GPU 0 (NVIDIA H200, 143771 MiB); up to "
-                     f"{default_max_starting()} start at once in the background while tests "
-                     "run; timing and memory checks run last, alone"], result.stdout[-3000:]
+                     f"{default_max_starting()} start at once in the background while tests run, and the slow "
+                     "(torch.compile) ones besides; timing and memory checks run last, alone"], result.stdout[-3000:]
     planned = [(m[2], m[3]) for m in map(PLAN_LINE.match, result.stdout.splitlines()) if m]
     assert [int(m[1]) for m in map(PLAN_LINE.match, result.stdout.splitlines()) if m] == list(range(1, launches + 1))
     assert len(planned) == len(set(planned)) == launches, planned
@@ -255,6 +255,24 @@ def test_the_next_planned_server_starts_in_the_background_while_the_first_serves
         wait_for(lambda: not first.is_running(), 10, "the first server stopped after its last test")
         split = pool.time_split(testing_s=1.0, wall_s=time.monotonic() - pool.t0)
         assert split["launches"] == split["planned"] == 2 and split["launching_hidden_s"] > 0, split
+    finally:
+        pool.stop()
+    assert not standins_of(model.id)
+
+
+def test_slow_starts_begin_at_once_beside_the_start_slots(tmp_path: Path, model: ModelSpec) -> None:
+    """The torch.compile profile's starts take minutes and the closing timing checks need every one of them: they
+    start in the first prefetch, beyond the start slots the servers needed sooner take turns in."""
+    soon, later = variant(model, "soon"), variant(model, "later")
+    slow = [LaunchConfig(model, profile="low-latency", extra_args=("--served-model-name", f"slow-{n}")) for n in (1, 2)]
+    pool = make_pool(tmp_path, [PlannedLaunch("server", soon, ["a"]), PlannedLaunch("server", later, ["b"]),
+                                *(PlannedLaunch("server", c, [c.id]) for c in slow)],
+                     capacity_mib=10 * NEED_MIB, max_starting=1)
+    try:
+        pool.prefetch()
+        started = {launch.config for launch in pool.launches}
+        assert started == {soon.id, *(c.id for c in slow)}, started  # "later" waits for the one slot
+        assert all(launch.background for launch in pool.launches)
     finally:
         pool.stop()
     assert not standins_of(model.id)

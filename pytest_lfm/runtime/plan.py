@@ -165,7 +165,8 @@ def describe(plan: Sequence[PlannedLaunch], *, where: str, estimates: dict[str, 
     if not plan:
         return [f"pytest-lfm launch plan: no launches ({where})"]
     lines = [f"pytest-lfm launch plan: {len(plan)} launches on {where}; up to {max_starting} start at once in the "
-             "background while tests run; timing and memory checks run last, alone"]
+             "background while tests run, and the slow (torch.compile) ones besides; timing and memory checks run "
+             "last, alone"]
     width = max(len(p.config.id) for p in plan)
     for index, launch in enumerate(plan, 1):
         estimate = estimates.get(launch.key)

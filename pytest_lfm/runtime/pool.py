@@ -25,6 +25,7 @@ from pytest_lfm.runtime.schedule import (
     Entry,
     Runtime,
     default_max_starting,
+    is_slow,
     start_order,
     usable_capacity_mib,
 )
@@ -196,10 +197,8 @@ class RuntimePool:
             waiting = [e for e in self._entries.values() if e.planned and e.state == "idle" and e.kind == "server"
                        and e.remaining and (self.active_models is None or e.config.model.id in self.active_models)]
             for entry in start_order(waiting):
-                starting = sum(1 for e in self._entries.values() if e.state == "starting")
-                if starting >= self.max_starting:
-                    break
-                if self._fits(entry):
+                starting = sum(1 for e in self._entries.values() if e.state == "starting" and not is_slow(e))
+                if (is_slow(entry) or starting < self.max_starting) and self._fits(entry):
                     self._submit(entry, background=True)
 
     def _make_room(self, entry: Entry) -> None:
