@@ -258,9 +258,12 @@ def test_streamed_calls_have_one_id_and_one_name_each(
 def test_streamed_calls_equal_the_non_streamed_calls(
     lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
 ) -> None:
-    """OpenAI streaming: the assembled calls (arguments compared as JSON values) equal the non-streamed ones."""
+    """OpenAI streaming: the assembled calls (arguments compared as JSON values) equal the non-streamed ones, and
+    there are calls to compare (the turn asks for them: two empty answers are not equal calls)."""
     request = turn.request(lfm_model_name)
     whole = checks.tool_call_dicts(_choice(lfm_client, request).message.tool_calls)
+    checks.check(bool(whole), "the non-streamed answer has the calls the turn asks for", request=request,
+                 expected=f"{len(turn.tool_calls)} call(s)", got=whole)
     streamed = _stream(lfm_client, request)
     checks.assert_calls_equal(streamed.call_dicts(), whole, request={**request, "stream": True})
 
