@@ -250,17 +250,16 @@ class RuntimePool:
     def _build_then_launch(self, entry: Entry) -> None:
         """Builds run side by side, each on a thread of its own; the launch itself goes to the launcher thread."""
         try:
-            self._model_path(entry)
-            self._launcher.submit(self._launch_server, entry)
+            self._launcher.submit(self._launch_server, entry, self._model_path(entry))
         except BaseException as exc:  # a failed build, or the pool stopping (the launcher refuses new work)
             self._finish(entry, exc)
 
-    def _launch_server(self, entry: Entry) -> None:
+    def _launch_server(self, entry: Entry, model_path: str | None = None) -> None:
         """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): start the
-        process (its model built before), then wait for it on a thread of its own."""
+        process (on ``model_path``, built before, else the model's own), then wait for it on a thread of its own."""
         try:
             config = entry.config
-            model_path = self._model_path(entry)
+            model_path = model_path or self._model_path(entry)
             with self._lock:  # a stop cannot slip in between: it finds the process launched, or the entry stopped
                 if entry.state != "starting" or self._closing:
                     entry.done.set()

@@ -48,23 +48,15 @@ RUNTIME_TAG = "PYTEST_LFM_RUNTIME"
 runtime's processes are found after a crash too, also one that left its session and lost its parent."""
 
 
-def tagged(tag: str) -> list[psutil.Process]:
-    """The live processes whose environment holds RUNTIME_TAG=``tag``."""
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(OSError, psutil.Error):
-            if proc.pid != os.getpid() and proc.environ().get(RUNTIME_TAG) == tag:
-                found.append(proc)
-    return found
-
-
-def session_members(session_id: int) -> list[psutil.Process]:
-    """The live processes of session ``session_id`` (what a server started with start_new_session spawned, also
-    after its leader has exited and they were re-parented)."""
+def runtime_members(session_id: int, tag: str) -> list[psutil.Process]:
+    """The live processes of a server started with start_new_session: the members of session ``session_id`` and
+    those whose environment holds RUNTIME_TAG=``tag`` (also after its leader has exited and they were re-parented,
+    and one that left the session). One pass over the process table."""
     members = []
     for proc in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
-            if proc.pid != os.getpid() and os.getsid(proc.pid) == session_id:
+            if proc.pid != os.getpid() and (os.getsid(proc.pid) == session_id
+                                            or proc.environ().get(RUNTIME_TAG) == tag):
                 members.append(proc)
     return members
 

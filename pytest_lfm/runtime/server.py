@@ -26,7 +26,7 @@ import psutil
 
 from pytest_lfm.errors import ServerCrashedError, ServerStartError
 from pytest_lfm.runtime import compat, hosts
-from pytest_lfm.runtime.processes import RUNTIME_TAG, child_setup, session_members, sweep, tagged, warn_leftovers
+from pytest_lfm.runtime.processes import RUNTIME_TAG, child_setup, runtime_members, sweep, warn_leftovers
 
 HEALTH_PATH = "/health_generate"
 LOG_TAIL_LINES = 50
@@ -292,7 +292,7 @@ class SglangServer(HttpRuntime):
         process that inherited its environment tag."""
         self._remember_family()
         if self.pid is not None:
-            for proc in [*session_members(self.pid), *tagged(self.tag)]:
+            for proc in runtime_members(self.pid, self.tag):
                 self._family.setdefault(proc.pid, proc)
         return list(self._family.values())
 
@@ -312,7 +312,8 @@ class SglangServer(HttpRuntime):
                 proc.suspend()
 
     def resume(self) -> None:
-        for proc in self.processes():
+        """SIGCONT what pause() stopped (a stopped process spawns nothing: no new look at the process table)."""
+        for proc in list(self._family.values()):
             with contextlib.suppress(psutil.Error):
                 proc.resume()
 
@@ -353,7 +354,7 @@ class SglangServer(HttpRuntime):
                 RUNNING.discard(self)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # group members that outlived the leader
-        family += [p for p in [*session_members(proc.pid), *tagged(self.tag)] if p.pid not in {f.pid for f in family}]
+        family += [p for p in runtime_members(proc.pid, self.tag) if p.pid not in {f.pid for f in family}]
         warn_leftovers(self, sweep(family), [p.pid for p in family], self.gpus)
 
     def _wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
