@@ -23,7 +23,7 @@ from pytest_lfm.runtime.schedule import (
     BACKGROUND_NICENESS,
     PROGRESS_EVERY,
     Entry,
-    Runtime,
+    PoolRuntime,
     default_max_starting,
     is_slow,
     start_order,
@@ -90,7 +90,7 @@ class RuntimePool:
         assert isinstance(runtime, SglangEngine)
         return runtime
 
-    def _acquire(self, kind: str, config: LaunchConfig) -> Runtime:
+    def _acquire(self, kind: str, config: LaunchConfig) -> PoolRuntime:
         key = launch_key(kind, config)
         with self._lock:
             entry = self._entries.get(key)
@@ -130,13 +130,13 @@ class RuntimePool:
             since = time.monotonic() - self.t0 - (entry.record.started_s or 0.0)
             self.log(f"waiting for {entry.kind} {entry.config.id} (starting for {since:.0f} s)")
 
-    def release(self, runtime: Runtime) -> None:
+    def release(self, runtime: PoolRuntime) -> None:
         """The caller is done with ``runtime``: an unplanned one stops now; a planned one stops after its last test."""
         entry = self._entry_of(runtime)
         if entry is not None and not entry.planned:
             self._stop_entry(entry, wait=True)
 
-    def stop_runtime(self, runtime: Runtime) -> None:
+    def stop_runtime(self, runtime: PoolRuntime) -> None:
         """Stop ``runtime`` now (a test that checks what a stop leaves behind)."""
         entry = self._entry_of(runtime)
         if entry is not None:
@@ -144,7 +144,7 @@ class RuntimePool:
         else:
             runtime.stop()
 
-    def _entry_of(self, runtime: Runtime) -> Entry | None:
+    def _entry_of(self, runtime: PoolRuntime) -> Entry | None:
         return next((e for e in self._order if e.runtime is runtime), None)
 
     def test_done(self, nodeid: str) -> None:
@@ -342,12 +342,12 @@ class RuntimePool:
         self._threads.append(thread)
         thread.start()
 
-    def _stop_then_prefetch(self, runtime: Runtime) -> None:
+    def _stop_then_prefetch(self, runtime: PoolRuntime) -> None:
         runtime.stop()
         self.prefetch()  # what waited for this one's memory may start now
 
     @contextlib.contextmanager
-    def quiet(self, serving: Runtime | None = None) -> Iterator[dict[str, Any]]:
+    def quiet(self, serving: PoolRuntime | None = None) -> Iterator[dict[str, Any]]:
         """For a test that measures time or memory on ``serving``: wait until no runtime is starting, start none
         meanwhile, and pause (SIGSTOP) the other servers alive: idle, they still poll for work and take the CPU
         the measured server needs. Says what was paused and what could not be (an engine runs in this process)."""

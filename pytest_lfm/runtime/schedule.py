@@ -14,7 +14,8 @@ from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.launches import Launch
 from pytest_lfm.runtime.server import SglangServer
 
-Runtime = SglangServer | SglangEngine
+PoolRuntime = SglangServer | SglangEngine
+"""What the pool launches (the Runtime protocol of ``pytest_lfm.runtime`` is what every runtime offers)."""
 USABLE_SHARE = 0.85
 """Of a GPU's memory, what the runtimes may hold together: sglang keeps the rest free for its activations."""
 PROGRESS_EVERY = 15.0
@@ -52,7 +53,7 @@ class Entry:
     planned: bool
     state: str = "idle"  # idle -> starting -> ready -> stopped | failed
     urgent: bool = False  # a test waits for it: full CPU priority
-    runtime: Runtime | None = None
+    runtime: PoolRuntime | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
