@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pytest_lfm import micro
-from pytest_lfm.micro import render, train
+from pytest_lfm.micro import configs, corpus, render
 from pytest_lfm.micro.script import load_script
 from pytest_lfm.runtime import compat
 
@@ -94,26 +97,55 @@ def test_script_covers_every_kind_and_a_tiled_image() -> None:
 
 
 def test_copy_variants_invent_new_argument_values() -> None:
-    exs = [e for e in train.examples(SCRIPT, "dense") if not e.scripted]
+    exs = [e for e in corpus.examples(SCRIPT, "dense") if not e.scripted]
     tool_turns = {t.id for t in SCRIPT.for_checkpoint("dense") if t.tool_calls or t.kind == "after_result"}
     assert {e.turn_id.rstrip("~") for e in exs} == tool_turns  # every tool turn, copy_variants (1) times
-    assert len(exs) == len(tool_turns) * train.TRAINING["copy_variants"]
+    assert len(exs) == len(tool_turns) * configs.TRAINING["copy_variants"]
     assert all("Paris" not in e.completion for e in exs if e.turn_id.startswith("call-weather-paris"))
 
 
 def test_changed_recipe_gets_a_new_cache_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     before = micro.checkpoint_dir("dense", tmp_path)
-    monkeypatch.setitem(train.TRAINING, "seed", train.TRAINING["seed"] + 1)
+    monkeypatch.setitem(configs.TRAINING, "seed", configs.TRAINING["seed"] + 1)
     assert micro.checkpoint_dir("dense", tmp_path) != before
     monkeypatch.undo()
     assert micro.checkpoint_dir("dense", tmp_path) == before
-    monkeypatch.setitem(train.CONFIGS["moe"], "num_experts", 4)
+    monkeypatch.setitem(configs.CONFIGS["moe"], "num_experts", 4)
     assert micro.checkpoint_dir("dense", tmp_path) == before
 
 
+def _keys(root: Path) -> list[str]:
+    """The checkpoint folder names (name-key) that the package copied under ``root`` computes."""
+    # without pip -e's finder, which would import the checkout instead of the copy
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+            "sys.path.insert(0, sys.argv[1]); from pytest_lfm import micro; "
+            "assert micro.__file__.startswith(sys.argv[1]), micro.__file__; "
+            "print(*(micro.checkpoint_dir(n).name for n in micro.NAMES))")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_a_refactor_outside_the_training_code_keeps_every_key(tmp_path: Path) -> None:
+    """Edits to the script's code, the rendering, the training set's code and the cache code that leave the rendered
+    training set as it is keep the keys (and so the recordings); an edit to the training loop changes all three."""
+    package = Path(micro.__file__).parents[1]
+    shutil.copytree(package, tmp_path / "pytest_lfm", ignore=shutil.ignore_patterns("__pycache__"))
+    here = tmp_path / "pytest_lfm" / "micro"
+    before = _keys(tmp_path)
+    for name in ("__init__.py", "script.py", "render.py", "corpus.py", "configs.py", "verify.py"):
+        with (here / name).open("a") as f:
+            f.write("\n\ndef _an_added_helper() -> None:\n    \"\"\"Nothing the training set sees.\"\"\"\n")
+    assert _keys(tmp_path) == before
+    with (here / "train.py").open("a") as f:
+        f.write("\n# a changed training loop\n")
+    after = _keys(tmp_path)
+    assert [k.split("-")[0] for k in after] == [k.split("-")[0] for k in before]
+    assert not set(after) & set(before)
+
+
 def test_second_build_is_served_from_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(train.TRAINING, "max_steps", 1)
-    monkeypatch.setitem(train.TRAINING, "copy_variants", 0)
+    monkeypatch.setitem(configs.TRAINING, "max_steps", 1)
+    monkeypatch.setitem(configs.TRAINING, "copy_variants", 0)
     first = micro.build("dense", cache_dir=tmp_path, device="cpu")
     assert micro.info(first)["steps"] == 1
     assert (first / "model.safetensors").stat().st_size <= 15 * 2**20

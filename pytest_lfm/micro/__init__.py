@@ -1,14 +1,17 @@
 """Micro checkpoints: tiny LFM2 dense, MoE and VL models trained to answer the scripted prompts like LFM2.
 
 ``build(name)`` returns the checkpoint directory, building it on first use and caching it under
-``$LFM_MICRO_CACHE`` (default ``~/.cache/pytest-lfm/micro``) in a folder keyed by a hash of the recipe: model config,
-training parameters, prompt script, chat template and the code that builds it. Training is deterministic and runs on
-the GPU when torch sees one, else on the CPU.
+``$LFM_MICRO_CACHE`` (default ``~/.cache/pytest-lfm/micro``) in a folder keyed by a hash of the recipe
+(:func:`recipe`: model config, training parameters, chat template, the rendered training set and the training code).
+Training is deterministic and runs on the GPU when torch sees one, else on the CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -18,9 +21,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-NAMES = ("dense", "moe", "vl")
+from pytest_lfm.micro.configs import NAMES as NAMES
+
 INFO_FILE = "micro.json"
-_CODE_FILES = ("__init__.py", "train.py", "tokenizer.py", "render.py", "script.py", "builder.py")
+# the code that turns the training set into a checkpoint; the rest of micro/ (script, rendering, cache, verify) reaches
+# the weights only through the rendered training set, which the key hashes itself
+_TRAINING_CODE = ("train.py", "tokenizer.py", "builder.py")
 
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
@@ -32,27 +38,46 @@ def cache_root(cache_dir: Path | str | None = None) -> Path:
 
 
 def recipe(name: str) -> dict[str, Any]:
-    """Everything that determines checkpoint ``name``; its hash is the cache key."""
-    from pytest_lfm.micro import render, train
-    from pytest_lfm.micro.script import script_text
+    """Everything that determines checkpoint ``name``'s weights; its hash is the cache key: the model config, the
+    training parameters, the chat template, a digest of the rendered training set (prompts, completions, which
+    examples are scripted, the images' specs) and one of the training code's bytes (``_TRAINING_CODE`` and the
+    drawing of the scripted images). A refactor that changes none of them keeps the key and every recording."""
+    from pytest_lfm.micro import configs, render
 
     if name not in NAMES:
         raise ValueError(f"unknown micro checkpoint {name!r}; expected one of {', '.join(NAMES)}")
-    here = resources.files("pytest_lfm.micro")
-    code = hashlib.sha256()
-    for fname in _CODE_FILES:
-        entry = here / fname
-        if entry.is_file():
-            code.update(entry.read_bytes())
     return {
         "name": name,
-        "config": train.CONFIGS[name],
-        "training": train.TRAINING,
-        "template": render.chat_template(train.TEMPLATE[name]),
-        "sglang_renderings": list(render.SUPPORTED_SGLANG),
-        "script": script_text(),
-        "code": code.hexdigest(),
+        "config": configs.CONFIGS[name],
+        "training": configs.TRAINING,
+        "template": render.chat_template(configs.TEMPLATE[name]),
+        "training_set": _training_set_digest(name, json.dumps(configs.TRAINING, sort_keys=True),
+                                             configs.TEMPLATE[name]),
+        "code": _training_code_digest(),
     }
+
+
+@functools.cache
+def _training_set_digest(name: str, training: str, template: str) -> str:
+    """sha256 of checkpoint ``name``'s rendered training set (cached per training parameters and template)."""
+    from pytest_lfm.micro import corpus
+    from pytest_lfm.micro.script import load_script
+
+    rows = [[ex.kind, ex.prompt, ex.completion, ex.scripted, [dataclasses.asdict(img) for img in ex.images]]
+            for ex in corpus.examples(load_script(), name, json.loads(training))]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def _training_code_digest() -> str:
+    from pytest_lfm.micro.script import ImageSpec
+
+    here = resources.files("pytest_lfm.micro")
+    code = hashlib.sha256()
+    for fname in _TRAINING_CODE:
+        code.update((here / fname).read_bytes())
+    code.update(inspect.getsource(ImageSpec).encode())
+    return code.hexdigest()
 
 
 def recipe_key(recipe_: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.micro import render, tokenizer, train
+from pytest_lfm.micro import corpus, render, tokenizer, train
+from pytest_lfm.micro.configs import CONFIGS, TEMPLATE, TRAINING
 from pytest_lfm.micro.script import load_script
 
 VISION_PREFIX_SAVED = "model.vision_tower."
@@ -35,7 +36,7 @@ def _make_processor(directory: Path, template: str) -> Any:
     from transformers.models.lfm2_vl import image_processing_lfm2_vl as ip
 
     cls: Any = getattr(ip, "Lfm2VlImageProcessor", None) or getattr(ip, "Lfm2VlImageProcessorFast", None)
-    opts = train.CONFIGS["vl"]["processor"]
+    opts = CONFIGS["vl"]["processor"]
     image_processor = cls(
         min_image_tokens=opts["min_image_tokens"],
         max_image_tokens=opts["max_image_tokens"],
@@ -44,9 +45,9 @@ def _make_processor(directory: Path, template: str) -> Any:
         min_tiles=opts["min_tiles"],
         do_image_splitting=opts["do_image_splitting"],
         use_thumbnail=opts["use_thumbnail"],
-        encoder_patch_size=train.CONFIGS["vl"]["vision"]["patch_size"],
-        downsample_factor=train.CONFIGS["vl"]["downsample_factor"],
-        max_num_patches=train.CONFIGS["vl"]["vision"]["num_patches"],
+        encoder_patch_size=CONFIGS["vl"]["vision"]["patch_size"],
+        downsample_factor=CONFIGS["vl"]["downsample_factor"],
+        max_num_patches=CONFIGS["vl"]["vision"]["num_patches"],
     )
     tok = AutoTokenizer.from_pretrained(str(directory))
     return Lfm2VlProcessor(image_processor=image_processor, tokenizer=tok, chat_template=template)
@@ -54,7 +55,7 @@ def _make_processor(directory: Path, template: str) -> Any:
 
 def _rename_vision_keys(directory: Path) -> None:
     """transformers saves the SigLIP2 tower as model.vision_tower.*; sglang loads model.vision_tower.vision_model.*
-    and silently skips unknown names (FACTS.md)."""
+    and silently skips unknown names (docs/facts.md)."""
     from safetensors.torch import load_file, save_file
 
     path = directory / "model.safetensors"
@@ -69,9 +70,9 @@ def _rename_vision_keys(directory: Path) -> None:
 
 def build_tokenizer_into(name: str, directory: Path) -> tuple[Any, Any, list[Any]]:
     """Tokenizer, chat template (and for vl the processor) of checkpoint ``name``: deterministic, no training."""
-    template = render.chat_template(train.TEMPLATE[name])
-    examples = train.examples(load_script(), name)
-    tok = tokenizer.train_tokenizer(train.corpus(examples), train.TRAINING["vocab_size"])
+    template = render.chat_template(TEMPLATE[name])
+    examples = corpus.examples(load_script(), name)
+    tok = tokenizer.train_tokenizer(corpus.tokenizer_corpus(examples), TRAINING["vocab_size"])
     tokenizer.save_tokenizer(tok, directory, template, vl=name == "vl")
     processor = _make_processor(directory, template) if name == "vl" else None
     if processor is not None:
@@ -93,7 +94,7 @@ def build_into(name: str, directory: Path, *, device: str | None, log: Callable[
     import torch
 
     dev = pick_device(device)
-    torch.manual_seed(train.TRAINING["seed"])
+    torch.manual_seed(TRAINING["seed"])
     tok, processor, examples = build_tokenizer_into(name, directory)
     if processor is not None:
         batches = train.encode_vl(examples, processor, tok)

@@ -1,7 +1,7 @@
 """Prompts as sglang renders them, and the exact completions the micro checkpoints are trained to produce.
 
 sglang re-serializes the request's tools (pydantic ``Tool.model_dump()``) before the chat template sees them, and the
-serialized form changed between versions (FACTS.md). :data:`TOOL_FORMS` maps the first sglang version of each form
+serialized form changed between versions (docs/facts.md). :data:`TOOL_FORMS` maps the first sglang version of each form
 to the function producing it; add a row when a new sglang version renders tools differently.
 """
 

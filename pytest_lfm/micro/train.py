@@ -1,212 +1,17 @@
-"""Training data, model configs and the deterministic full-batch training loop of the micro checkpoints."""
+"""Model building and the deterministic full-batch training loop of the micro checkpoints (torch and transformers
+are imported lazily). These bytes are part of the cache key: a change here rebuilds every checkpoint."""
 
 from __future__ import annotations
 
-import json
-import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_lfm.micro import render, tokenizer
-from pytest_lfm.micro.script import ImageSpec, Script, Turn
-
-TRAINING: dict[str, Any] = {
-    "seed": 1234,
-    "vocab_size": 1280,
-    "lr": 3e-3,
-    "weight_decay": 0.0,
-    "warmup_steps": 10,
-    "max_steps": 400,
-    "check_every": 5,
-    "buckets": 4,  # length buckets of the training set (padding is most of a CPU step's cost otherwise)
-    "min_margin": 3.0,  # every scripted token must beat the runner-up by this many logits in bf16
-    "copy_variants": 1,  # invented-value variants per scripted tool turn (teaches copying arguments)
-}
-TEMPLATE = {"dense": "lfm2.5", "moe": "lfm2", "vl": "lfm2"}
-_TEXT = {
-    "vocab_size": None,  # filled from the tokenizer
-    "hidden_size": 256,
-    "intermediate_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "layer_types": ["conv", "full_attention", "conv", "full_attention"],
-    "conv_L_cache": 3,
-    "conv_bias": False,
-    "max_position_embeddings": 4096,
-    "norm_eps": 1e-5,
-    "tie_word_embeddings": True,
-    "pad_token_id": 0,
-    "bos_token_id": 1,
-    "eos_token_id": 7,
-    "initializer_range": 0.02,
-    "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
-}
-CONFIGS: dict[str, dict[str, Any]] = {
-    "dense": {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0},
-    "moe": {
-        **_TEXT,
-        "moe_intermediate_size": 128,
-        "num_dense_layers": 2,
-        "num_experts": 8,
-        "num_experts_per_tok": 2,
-        "use_expert_bias": True,
-        "routed_scaling_factor": 1.0,
-        "norm_topk_prob": True,
-    },
-    "vl": {
-        "text": {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0},
-        "vision": {
-            "hidden_size": 256,
-            "intermediate_size": 512,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "patch_size": 16,
-            "num_patches": 256,
-            "num_channels": 3,
-            "vision_use_head": False,
-        },
-        "image_token_id": tokenizer.IMAGE_TOKEN_ID,
-        "downsample_factor": 2,
-        "projector_hidden_size": 256,
-        "projector_hidden_act": "gelu",
-        "projector_bias": True,
-        "projector_use_layernorm": True,
-        "processor": {
-            "min_image_tokens": 16,
-            "max_image_tokens": 64,
-            "tile_size": 512,
-            "max_tiles": 4,
-            "min_tiles": 2,
-            "do_image_splitting": True,
-            "use_thumbnail": True,
-        },
-    },
-}
-
-_SYLLABLES = "ba be bo da de di do fa fe ga go ka ke ki ko la le li lo lu ma me mi mo na ne no pa pe po ra re ri ro ru "
-_SYLLABLES += "sa se si so ta te ti to va ve vi vo za ze zo bar ben dor fin gal ken lor mar nor pin ras sel tam ver zan"
-_CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "snowy", "foggy", "stormy", "clear"]
-_CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "INR", "BRL", "MXN", "CNY", "ZAR"]
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training sequence: a rendered prompt and the completion the model must produce."""
-
-    turn_id: str
-    kind: str
-    prompt: str
-    completion: str
-    scripted: bool  # False for invented-value variants (trained, but not required to reach the margin)
-    images: tuple[ImageSpec, ...] = field(default=())
-
-
-def _invented_name(rng: random.Random, used: set[str]) -> str:
-    syllables = _SYLLABLES.split()
-    while True:
-        name = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
-        if name not in used:
-            used.add(name)
-            return name
-
-
-def _values(turn: Turn) -> list[Any]:
-    """Argument and tool-result values of ``turn``: the slots a variant fills with invented values."""
-    values: list[Any] = [v for call in turn.tool_calls for v in call["arguments"].values()]
-    for message in turn.messages:
-        for call in message.get("tool_calls") or []:
-            values += json.loads(call["function"]["arguments"]).values()
-        if message["role"] == "tool":
-            values += json.loads(message["content"]).values()
-    return list(dict.fromkeys(values))
-
-
-def _replacement(value: Any, rng: random.Random, used: set[str]) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return rng.randint(2, 99) if value < 100 else rng.randint(100, 999)
-    if value in _CONDITIONS:
-        return rng.choice(_CONDITIONS)
-    if value in _CURRENCIES:
-        return rng.choice(_CURRENCIES)
-    if re.fullmatch(r"\d\d:\d\d", value):
-        return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
-    return _invented_name(rng, used)
-
-
-def _substitute(obj: Any, pattern: re.Pattern[str], mapping: dict[str, str]) -> Any:
-    if isinstance(obj, str):
-        return pattern.sub(lambda m: mapping[m.group(0)], obj)
-    if isinstance(obj, list | tuple):
-        return type(obj)(_substitute(x, pattern, mapping) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _substitute(v, pattern, mapping) for k, v in obj.items()}
-    return obj
-
-
-def variant(turn: Turn, rng: random.Random, used: set[str]) -> Turn | None:
-    """``turn`` with every argument/result value replaced by an invented one, or None when it has none."""
-    values = [v for v in _values(turn) if not isinstance(v, bool)]
-    if not values:
-        return None
-    mapping: dict[str, str] = {}
-    typed: dict[str, Any] = {}
-    for value in values:
-        new = _replacement(value, rng, used)
-        mapping[str(value)] = str(new)
-        typed[str(value)] = new
-    alternatives = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
-    pattern = re.compile(r"(?<![\w])(" + alternatives + r")(?![\w])")
-    calls = tuple(
-        {"name": c["name"], "arguments": {k: typed.get(str(v), v) for k, v in c["arguments"].items()}}
-        for c in turn.tool_calls
-    )
-    return Turn(
-        id=turn.id + "~",
-        kind=turn.kind,
-        checkpoints=turn.checkpoints,
-        messages=_substitute(turn.messages, pattern, mapping),
-        tools=turn.tools,
-        tool_choice=turn.tool_choice,
-        content=_substitute(turn.content, pattern, mapping),
-        tool_calls=calls,
-        images=turn.images,
-        max_tokens=turn.max_tokens,
-    )
-
-
-def examples(script: Script, name: str, training: dict[str, Any] = TRAINING) -> list[Example]:
-    """The training set of checkpoint ``name``: every scripted turn in every supported sglang rendering, plus
-    invented-value variants of the tool turns (each in one rendering, chosen at random)."""
-    rng = random.Random(training["seed"])
-    template = TEMPLATE[name]
-    used: set[str] = set()
-    out: list[Example] = []
-    for turn in script.for_checkpoint(name):
-        prompts = dict.fromkeys(render.render_prompt(turn, None, template, v) for v in render.SUPPORTED_SGLANG)
-        out += [Example(turn.id, turn.kind, p, render.completion_text(turn), True, turn.images) for p in prompts]
-        if turn.kind == "image":
-            continue
-        for _ in range(training["copy_variants"]):
-            var = variant(turn, rng, used)
-            if var is None:
-                break
-            version = rng.choice(render.SUPPORTED_SGLANG)
-            out.append(
-                Example(var.id, var.kind, render.render_prompt(var, None, template, version),
-                        render.completion_text(var), False)
-            )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# model building and training (torch and transformers are imported lazily)
+from pytest_lfm.micro import tokenizer
+from pytest_lfm.micro.configs import CONFIGS, TRAINING
+from pytest_lfm.micro.corpus import Example
 
 
 def make_model(name: str, vocab_size: int) -> Any:
@@ -416,10 +221,6 @@ def bf16_min_margin(model: Any, batches: Sequence[Batch]) -> float:
             if b.scripted.any():
                 worst = min(worst, float(m[b.scripted].min()))
         return worst
-
-
-def corpus(examples_: Sequence[Example]) -> list[str]:
-    return [ex.prompt for ex in examples_] + [ex.completion for ex in examples_]
 
 
 def save_dir_files(directory: Path, model: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_lfm.micro import render, train
+from pytest_lfm.micro.configs import TEMPLATE
 from pytest_lfm.micro.script import Turn, load_script
 
 
@@ -73,7 +74,7 @@ def verify(path: Path, name: str, renderings: tuple[str, ...] = render.SUPPORTED
     results: list[TurnResult] = []
     for turn in load_script().for_checkpoint(name):
         for version in renderings:
-            prompt = render.render_prompt(turn, None, train.TEMPLATE[name], version)
+            prompt = render.render_prompt(turn, None, TEMPLATE[name], version)
             got = greedy(model, tok, processor, turn, prompt)
             results.append(TurnResult(turn.id, version, render.completion_text(turn), got))
     return results

@@ -111,9 +111,9 @@ def _model_dir(config: LaunchConfig) -> Path | None:
 
 def _text_config(config: LaunchConfig, directory: Path | None) -> dict[str, Any] | None:
     if config.model.micro is not None:
-        from pytest_lfm.micro import train
+        from pytest_lfm.micro.configs import CONFIGS
 
-        raw = train.CONFIGS[config.model.micro]
+        raw = CONFIGS[config.model.micro]
         return dict(raw.get("text", raw))
     if directory is None or not (directory / "config.json").is_file():
         return None
