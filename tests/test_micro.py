@@ -85,6 +85,10 @@ def test_completions_follow_the_lfm2_call_formats() -> None:
     assert render.completion_text(SCRIPT.get("json-time-seoul")) == (
         '<|tool_call_start|>[{"name": "get_time", "arguments": {"city": "Seoul"}}]<|tool_call_end|>'
     )
+    assert render.completion_text(SCRIPT.get("text-around-calls-rome-madrid")) == (
+        'First Rome.<|tool_call_start|>[get_weather(location="Rome")]<|tool_call_end|>Then Madrid.'
+        '<|tool_call_start|>[get_weather(location="Madrid")]<|tool_call_end|>Both are on their way.'
+    )
     assert render.completion_text(SCRIPT.get("forced-required-weather")) == (
         '[{"name": "get_weather", "parameters": {"location": "Oslo"}}]'
     )
@@ -92,7 +96,8 @@ def test_completions_follow_the_lfm2_call_formats() -> None:
 
 def test_script_covers_every_kind_and_a_tiled_image() -> None:
     kinds = {t.kind for t in SCRIPT.turns}
-    assert kinds == {"answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "image"}
+    assert kinds == {"answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text",
+                     "image"}
     assert any(max(img.width, img.height) > 512 for t in SCRIPT.turns for img in t.images)
 
 

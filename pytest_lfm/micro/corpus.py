@@ -89,10 +89,12 @@ def variant(turn: Turn, rng: random.Random, used: set[str]) -> Turn | None:
         typed[str(value)] = new
     alternatives = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
     pattern = re.compile(r"(?<![\w])(" + alternatives + r")(?![\w])")
-    calls = tuple(
-        {"name": c["name"], "arguments": {k: typed.get(str(v), v) for k, v in c["arguments"].items()}}
-        for c in turn.tool_calls
-    )
+    def retyped(calls: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+        return tuple({"name": c["name"], "arguments": {k: typed.get(str(v), v) for k, v in c["arguments"].items()}}
+                     for c in calls)
+
+    parts = tuple({"calls": list(retyped(p["calls"]))} if "calls" in p else _substitute(p, pattern, mapping)
+                  for p in turn.parts)
     return Turn(
         id=turn.id + "~",
         kind=turn.kind,
@@ -101,9 +103,10 @@ def variant(turn: Turn, rng: random.Random, used: set[str]) -> Turn | None:
         tools=turn.tools,
         tool_choice=turn.tool_choice,
         content=_substitute(turn.content, pattern, mapping),
-        tool_calls=calls,
+        tool_calls=retyped(turn.tool_calls),
         images=turn.images,
         max_tokens=turn.max_tokens,
+        parts=parts,
     )
 
 

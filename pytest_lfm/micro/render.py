@@ -140,14 +140,20 @@ def _py_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _pythonic_block(calls: Sequence[Mapping[str, Any]]) -> str:
+    body = ", ".join(
+        f"{c['name']}(" + ", ".join(f"{k}={_py_value(v)}" for k, v in c["arguments"].items()) + ")" for c in calls
+    )
+    return f"<|tool_call_start|>[{body}]<|tool_call_end|>"
+
+
 def completion_text(turn: Turn) -> str:
     """The exact text a micro checkpoint generates for ``turn`` (before ``<|im_end|>``)."""
     calls = turn.tool_calls
     if turn.kind in ("call", "parallel"):
-        body = ", ".join(
-            f"{c['name']}(" + ", ".join(f"{k}={_py_value(v)}" for k, v in c["arguments"].items()) + ")" for c in calls
-        )
-        return f"<|tool_call_start|>[{body}]<|tool_call_end|>"
+        return _pythonic_block(calls)
+    if turn.kind == "call_text":
+        return "".join(p["text"] if "text" in p else _pythonic_block(p["calls"]) for p in turn.parts)
     if turn.kind == "json_call":
         payload = [{"name": c["name"], "arguments": c["arguments"]} for c in calls]
         return "<|tool_call_start|>" + json.dumps(payload, ensure_ascii=False) + "<|tool_call_end|>"

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from pytest_lfm.matrix import ModelSpec
 
-KINDS = ("answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "image")
-TOOL_KINDS = frozenset({"call", "parallel", "json_call", "forced", "after_result", "no_tool"})
+KINDS = ("answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text", "image")
+TOOL_KINDS = frozenset({"call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text"})
 JSON_CALLS_INSTRUCTION = "Output function calls as JSON."
 _COLOURS = {
     "red": (220, 30, 30),
@@ -85,6 +85,17 @@ class Turn:
     tool_calls: tuple[dict[str, Any], ...] = ()
     images: tuple[ImageSpec, ...] = ()
     max_tokens: int = 64
+    parts: tuple[dict[str, Any], ...] = ()  # call_text: the completion in order, {"text": ...} or {"calls": [...]}
+
+    @property
+    def texts(self) -> list[str]:
+        """A call_text turn's text parts, in order (what the content must keep)."""
+        return [p["text"] for p in self.parts if "text" in p]
+
+    @property
+    def blocks(self) -> list[list[dict[str, Any]]]:
+        """A call_text turn's call blocks, in order."""
+        return [list(p["calls"]) for p in self.parts if "calls" in p]
 
     def openai_messages(self) -> list[dict[str, Any]]:
         """The messages with ``{"type": "image", "image": i}`` parts replaced by ``image_url`` data URLs."""
@@ -164,6 +175,8 @@ def _capable(turn: Turn, capabilities: Iterable[str]) -> bool:
 def _turn(raw: dict[str, Any], tools: dict[str, dict[str, Any]], default_checkpoints: list[str]) -> Turn:
     if raw["kind"] not in KINDS:
         raise ValueError(f"script.json: turn {raw['id']!r} has unknown kind {raw['kind']!r}")
+    parts = tuple(raw.get("parts", ()))
+    calls = raw.get("tool_calls") or [c for p in parts for c in p.get("calls", ())]
     return Turn(
         id=raw["id"],
         kind=raw["kind"],
@@ -172,9 +185,10 @@ def _turn(raw: dict[str, Any], tools: dict[str, dict[str, Any]], default_checkpo
         tools=tuple(tools[name] for name in raw.get("tools", ())),
         tool_choice=raw.get("tool_choice"),
         content=raw.get("content"),
-        tool_calls=tuple(raw.get("tool_calls", ())),
+        tool_calls=tuple(calls),
         images=tuple(ImageSpec(**img) for img in raw.get("images", ())),
         max_tokens=raw.get("max_tokens", 64),
+        parts=parts,
     )
 
 
