@@ -680,7 +680,7 @@ def test_micro_checkpoints_build_side_by_side_each_in_a_process_of_its_own(tmp_p
     logged: list[str] = []
     pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"]), PlannedLaunch("server", moe, ["b"])],
                      capacity_mib=10 * NEED_MIB, max_starting=2, log=logged.append)
-    pool.builds.command = [sys.executable, str(fake_builds)]
+    pool.starter.builds.command = [sys.executable, str(fake_builds)]
     try:
         server = pool.server(dense)
         assert server.is_running()
@@ -703,7 +703,7 @@ def test_a_failed_micro_build_names_its_output_and_the_command_to_rerun(tmp_path
     monkeypatch.setenv("FAKE_BUILD_FAILS", "dense")
     dense = LaunchConfig(load_matrix().get("micro-dense"))  # type: ignore[arg-type]
     pool = make_pool(tmp_path, [PlannedLaunch("server", dense, ["a"])], capacity_mib=10 * NEED_MIB)
-    pool.builds.command = [sys.executable, str(fake_builds)]
+    pool.starter.builds.command = [sys.executable, str(fake_builds)]
     try:
         with pytest.raises(RuntimeError, match=r"(?s)micro checkpoint dense did not build .*exited with code 3.*"
                                                r"CUDA error: out of memory.*pytest-lfm micro build dense --verbose"):

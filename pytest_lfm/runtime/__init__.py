@@ -1,8 +1,8 @@
 """The runtimes pytest-lfm tests, usable without pytest: an sglang server it launches (``server``), one someone else
 started (``external``), an in-process ``sgl.Engine`` (``engine``), the launch plan of a test selection (``plan``),
-the pool that follows it on this worker's GPUs (``pool``: its ``schedule``, micro ``builds`` and the ``launches`` it
-records), the runtimes' ``processes``, the host's GPUs and ports (``hosts``) and what differs between sglang
-versions (``compat``)."""
+the pool that follows it on this worker's GPUs (``pool``: its ``schedule``, the ``starter`` that starts its runtimes,
+micro ``builds`` and the ``launches`` it records), the runtimes' ``processes``, the host's GPUs and ports
+(``hosts``) and what differs between sglang versions (``compat``)."""
 
 from __future__ import annotations
 

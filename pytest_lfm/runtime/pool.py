@@ -1,6 +1,7 @@
 """This worker's sglang runtimes: each planned configuration launched once, the next ones started in the background
 while tests run on the current ones, as many alive at once as fit in the GPU's memory, each stopped after its last
-test. Usable without pytest: ``RuntimePool(gpus, log_dir, timeout, plan=...)``, then ``server(config)``."""
+test. The pool decides what starts and stops when (``schedule`` holds its policy); the ``starter`` does the starting.
+Usable without pytest: ``RuntimePool(gpus, log_dir, timeout, plan=...)``, then ``server(config)``."""
 
 from __future__ import annotations
 
@@ -9,19 +10,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pytest_lfm.matrix import LaunchConfig
-from pytest_lfm.runtime import hosts
-from pytest_lfm.runtime.builds import MicroBuilds
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.launches import Launch, time_split
 from pytest_lfm.runtime.plan import PlannedLaunch, estimate_mib, launch_key
 from pytest_lfm.runtime.schedule import (
-    BACKGROUND_NICENESS,
-    PROGRESS_EVERY,
     Entry,
     PoolRuntime,
     default_max_starting,
@@ -30,6 +26,7 @@ from pytest_lfm.runtime.schedule import (
     usable_capacity_mib,
 )
 from pytest_lfm.runtime.server import SglangServer
+from pytest_lfm.runtime.starter import Starter
 
 
 class RuntimePool:
@@ -41,10 +38,7 @@ class RuntimePool:
         capacity_mib: int | None = None, max_starting: int | None = None, prefetch: bool = True,
     ) -> None:
         self.gpus = list(gpus)
-        self.log_dir = log_dir
-        self.launch_timeout = launch_timeout
         self.log = log or (lambda message: None)
-        self.server_command = list(server_command) if server_command else None
         self.max_starting = max_starting or default_max_starting()
         self.prefetching = prefetch
         self.capacity_mib = capacity_mib if capacity_mib is not None else usable_capacity_mib(self.gpus)
@@ -54,11 +48,8 @@ class RuntimePool:
         self._lock = threading.RLock()
         self._quiet = 0
         self._entries: dict[str, Entry] = {}
-        self._order: list[Entry] = []  # in start order, for the report
-        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lfm-launch")
-        self._threads: list[threading.Thread] = []
-        self._closing = False
-        self.builds = MicroBuilds(self.log)
+        self._stops: list[threading.Thread] = []  # stops in the background, each named lfm-stop-<config id>
+        self.starter = Starter(self._lock, self.t0, self.log, log_dir, launch_timeout, server_command)
         for planned in plan:
             self._entries[planned.key] = self._entry(planned.kind, planned.config, set(planned.tests), True)
 
@@ -76,7 +67,7 @@ class RuntimePool:
 
     @property
     def launches(self) -> list[Launch]:
-        return [entry.record for entry in self._order]
+        return [entry.record for entry in self.starter.started]
 
     # ------------------------------------------------------------ asking for runtimes
 
@@ -101,22 +92,20 @@ class RuntimePool:
         if entry.state == "failed":
             assert entry.error is not None
             raise entry.error
-        entry.urgent = True
-        if isinstance(entry.runtime, SglangServer):
-            entry.runtime.prioritize()
+        self.starter.hurry(entry)
         waited = time.monotonic()
         try:
             if entry.state == "idle" and kind == "engine":
                 self.prefetch()  # the servers start while the engine starts here
                 self._make_room(entry)
-                self._start_engine(entry)
+                self.starter.engine(entry)
             elif entry.state == "idle":
                 self._make_room(entry)
-                self._submit(entry, background=False)
+                self.starter.server(entry, background=False)
                 self.prefetch()
             else:
                 self.prefetch()
-            self._wait(entry)
+            self.starter.wait(entry)
         finally:
             self.waits.append((waited, time.monotonic()))
         self.prefetch()
@@ -124,11 +113,6 @@ class RuntimePool:
             raise entry.error
         assert entry.runtime is not None
         return entry.runtime
-
-    def _wait(self, entry: Entry) -> None:
-        while not entry.done.wait(PROGRESS_EVERY):
-            since = time.monotonic() - self.t0 - (entry.record.started_s or 0.0)
-            self.log(f"waiting for {entry.kind} {entry.config.id} (starting for {since:.0f} s)")
 
     def release(self, runtime: PoolRuntime) -> None:
         """The caller is done with ``runtime``: an unplanned one stops now; a planned one stops after its last test."""
@@ -145,7 +129,7 @@ class RuntimePool:
             runtime.stop()
 
     def _entry_of(self, runtime: PoolRuntime) -> Entry | None:
-        return next((e for e in self._order if e.runtime is runtime), None)
+        return next((e for e in self.starter.started if e.runtime is runtime), None)
 
     def test_done(self, nodeid: str) -> None:
         """A test finished: stop the runtimes it was the last planned test of, then start what now fits."""
@@ -166,15 +150,15 @@ class RuntimePool:
             self.active_models.add(model_id)
             self.prefetch()
 
-    # ------------------------------------------------------------ starting
+    # ------------------------------------------------------------ what starts when
 
     def _alive(self) -> list[Entry]:
         return [e for e in self._entries.values() if e.state in ("starting", "ready")]
 
     def _holding(self) -> list[Entry]:
         """The runtimes that hold or will hold GPU memory: alive, or stopping in the background."""
-        stopping = {t.name for t in self._threads if t.name.startswith("lfm-stop-") and t.is_alive()
-                    and t is not threading.current_thread()}  # a stop's own prefetch: its runtime is gone
+        # not the current thread: a stop's own prefetch runs once its runtime is gone
+        stopping = {t.name for t in self._stops if t.is_alive() and t is not threading.current_thread()}
         return [*self._alive(), *(e for e in self._entries.values()
                                   if e.state == "stopped" and f"lfm-stop-{e.config.id}" in stopping)]
 
@@ -199,7 +183,7 @@ class RuntimePool:
             for entry in start_order(waiting):
                 starting = sum(1 for e in self._entries.values() if e.state == "starting" and not is_slow(e))
                 if (is_slow(entry) or starting < self.max_starting) and self._fits(entry):
-                    self._submit(entry, background=True)
+                    self.starter.server(entry, background=True)
 
     def _make_room(self, entry: Entry) -> None:
         """Before a start the test needs now: wait for starts in flight, then stop runtimes until it fits (a
@@ -209,8 +193,8 @@ class RuntimePool:
                 self._stop_entry(other, wait=True)
         for other in [e for e in self._alive() if e.state == "starting"]:
             if not self._fits(entry):
-                self._wait(other)
-        for thread in [t for t in self._threads if t.name.startswith("lfm-stop-") and t.is_alive()]:
+                self.starter.wait(other)
+        for thread in [t for t in self._stops if t.is_alive()]:
             if not self._fits(entry):
                 thread.join()
         while not self._fits(entry):
@@ -220,108 +204,6 @@ class RuntimePool:
             victim = max(victims, key=lambda e: (bool(e.remaining), e.need_mib or 0))
             self.log(f"stopping {victim.kind} {victim.config.id} to make room for {entry.config.id}")
             self._stop_entry(victim, wait=True)
-
-    def _begin(self, entry: Entry, background: bool) -> None:
-        entry.state = "starting"
-        entry.record.background = background
-        entry.record.started_s = round(time.monotonic() - self.t0, 2)
-        self._order.append(entry)
-        self.log(f"starting {entry.kind} {entry.config.id}{' in the background' if background else ''}")
-
-    def _model_path(self, entry: Entry) -> str:
-        """The model path of ``entry``'s launch; a micro checkpoint is built first (the time goes in its record)."""
-        waited, micro = time.monotonic(), entry.config.model.micro
-        path = entry.config.model.model_path() if micro is None else str(self.builds.build(micro))
-        if micro is not None and entry.record.build_seconds is None:
-            entry.record.build_seconds = round(time.monotonic() - waited, 1)
-        return path
-
-    def _submit(self, entry: Entry, *, background: bool) -> None:
-        with self._lock:
-            self._begin(entry, background)
-        if entry.config.model.micro is None:
-            self._launcher.submit(self._launch_server, entry)
-            return
-        thread = threading.Thread(target=self._build_then_launch, args=(entry,), daemon=True,
-                                  name=f"lfm-build-{entry.config.id}")
-        self._threads.append(thread)
-        thread.start()
-
-    def _build_then_launch(self, entry: Entry) -> None:
-        """Builds run side by side, each on a thread of its own; the launch itself goes to the launcher thread."""
-        try:
-            self._launcher.submit(self._launch_server, entry, self._model_path(entry))
-        except BaseException as exc:  # a failed build, or the pool stopping (the launcher refuses new work)
-            self._finish(entry, exc)
-
-    def _launch_server(self, entry: Entry, model_path: str | None = None) -> None:
-        """On the launcher thread (it lives as long as the pool, so servers it launches live as long too): start the
-        process (on ``model_path``, built before, else the model's own), then wait for it on a thread of its own."""
-        try:
-            config = entry.config
-            model_path = model_path or self._model_path(entry)
-            with self._lock:  # a stop cannot slip in between: it finds the process launched, or the entry stopped
-                if entry.state != "starting" or self._closing:
-                    entry.done.set()
-                    return
-                server = SglangServer(
-                    model_path, config.server_args(), env=config.environment(), gpus=entry.record.gpus,
-                    launch_timeout=self.launch_timeout, log_dir=self.log_dir, command=self.server_command,
-                    name=config.id.replace("/", "_").replace(" ", "_"), log=self.log,
-                    niceness=0 if entry.urgent else BACKGROUND_NICENESS)
-                server.launch()
-                entry.runtime = server
-        except BaseException as exc:
-            self._finish(entry, exc)
-            return
-        thread = threading.Thread(target=self._await_server, args=(entry, server), daemon=True,
-                                  name=f"lfm-wait-{entry.config.id}")
-        self._threads.append(thread)
-        thread.start()
-
-    def _await_server(self, entry: Entry, server: SglangServer) -> None:
-        try:
-            server.wait_ready()
-        except BaseException as exc:
-            self._finish(entry, exc)
-            return
-        entry.record.memory_mib = hosts.memory_of([p.pid for p in server.processes()], entry.record.gpus) or None
-        self._finish(entry, None)
-
-    def _start_engine(self, entry: Entry) -> None:
-        with self._lock:
-            self._begin(entry, False)
-        config = entry.config
-        kwargs: dict[str, Any] = config.engine_kwargs()
-        kwargs.pop("dtype", None)
-        try:
-            entry.runtime = SglangEngine(self._model_path(entry), dtype=config.dtype, gpus=entry.record.gpus,
-                                         env=config.environment(), **kwargs)
-        except BaseException as exc:
-            self._finish(entry, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        pids = [os.getpid(), *entry.runtime.spawned_pids]
-        entry.record.memory_mib = hosts.memory_of(pids, entry.record.gpus) or None
-        self._finish(entry, None)
-
-    def _finish(self, entry: Entry, error: BaseException | None) -> None:
-        with self._lock:
-            now = round(time.monotonic() - self.t0, 2)
-            if entry.state == "stopped":  # stopped while it started: what the start raised is not news
-                pass
-            elif error is not None:
-                entry.state, entry.error = "failed", error
-                entry.record.error = str(error).splitlines()[0] if str(error) else type(error).__name__
-                entry.record.stopped_s = now
-                self.log(f"{entry.kind} {entry.config.id} did not start: {entry.record.error}")
-            elif entry.state == "starting":
-                entry.state = "ready"
-                entry.record.ready_s = now
-                entry.record.startup_seconds = round(now - (entry.record.started_s or 0.0), 2)
-                self.log(f"{entry.kind} {entry.config.id} ready in {entry.record.startup_seconds:.0f} s")
-            entry.done.set()
 
     # ------------------------------------------------------------ stopping
 
@@ -339,7 +221,7 @@ class RuntimePool:
             runtime.stop()
             return
         thread = threading.Thread(target=self._stop_then_prefetch, args=(runtime,), name=f"lfm-stop-{entry.config.id}")
-        self._threads.append(thread)
+        self._stops.append(thread)
         thread.start()
 
     def _stop_then_prefetch(self, runtime: PoolRuntime) -> None:
@@ -357,10 +239,8 @@ class RuntimePool:
         paused: list[SglangServer] = []
         try:
             for entry in [e for e in self._alive() if e.state == "starting"]:
-                entry.urgent = True
-                if isinstance(entry.runtime, SglangServer):
-                    entry.runtime.prioritize()
-                self._wait(entry)
+                self.starter.hurry(entry)
+                self.starter.wait(entry)
             self.waits.append((waited, time.monotonic()))
             others = [e for e in self._alive() if e.runtime is not serving]
             for entry in others:
@@ -380,22 +260,21 @@ class RuntimePool:
     def kill(self) -> None:
         """SIGKILL every runtime's processes and build now, from a signal handler (no lock taken; the stops under
         way then find them gone)."""
-        self.prefetching, self._closing = False, True
-        self.builds.kill()
+        self.prefetching = False
+        self.starter.kill()
         for entry in list(self._entries.values()):
             if entry.runtime is not None:
                 entry.runtime.kill()
 
     def stop(self) -> None:
         """Stop every runtime (those still starting too) and wait for the stops; safe to call more than once."""
-        self.prefetching, self._closing = False, True
-        self.builds.stop()
-        self._launcher.shutdown(wait=True, cancel_futures=True)
+        self.prefetching = False
+        self.starter.close()
         for entry in list(self._entries.values()):
             self._stop_entry(entry, wait=True)
-        for thread in list(self._threads):
-            if thread.name.startswith(("lfm-stop-", "lfm-build-")):
-                thread.join()
+        for thread in list(self._stops):
+            thread.join()
+        self.starter.join()
 
     def time_split(self, testing_s: float, wall_s: float) -> dict[str, float]:
         """Where the run's wall time went (launches.time_split), with the launches this worker planned."""
