@@ -12,6 +12,7 @@ import pytest
 from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Script, Turn
+from pytest_lfm.runtime import served
 
 ANSWERS = checks.scripted("answer")
 LONG_ANSWER = "answer-count"  # the script's longest plain answer: room for max_tokens and stop strings to cut
@@ -216,24 +217,26 @@ def test_shared_prefix_reuse_does_not_change_outputs(
 
 
 def test_prompt_longer_than_the_context_is_rejected_with_400(
-    lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str
+    lfm_client: openai.OpenAI, lfm_model_name: str, served_launch: served.ServedLaunch
 ) -> None:
-    """docs/facts.md: HTTP 400 "The input (N tokens) is longer than the model's context length", not a 500."""
-    context = int(lfm_http.get("/v1/models").json()["data"][0]["max_model_len"])
+    """docs/facts.md: HTTP 400 "The input (N tokens) is longer than the model's context length", not a 500, for a
+    prompt longer than the launch's context (its --context-length, else the checkpoint's configured one)."""
+    context = served_launch.context_length
+    assert context is not None  # served_launch fills it in or skips
     request = {"model": lfm_model_name, "max_tokens": 4,
                "messages": [{"role": "user", "content": "hello " * (context + 64)}]}
     checks.expect_http_error(lambda: _create(lfm_client, request), 400, request=request,
                              mentions="longer than the model's context length")
 
 
-def test_models_endpoint_lists_the_served_model(
-    lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec
-) -> None:
-    """docs/facts.md: GET /v1/models -> data[0].id is the served model, max_model_len an integer."""
+def test_models_endpoint_lists_the_served_model(lfm_http: httpx.Client, served_launch: served.ServedLaunch) -> None:
+    """docs/facts.md: GET /v1/models -> data[0] is what the launch serves: id its --served-model-name (else its
+    --model-path), max_model_len its --context-length (else the checkpoint's configured context)."""
     body = lfm_http.get("/v1/models").json()
-    entry = body["data"][0] if body.get("data") else {}
-    expected_len = lfm_model.context_length
-    ok = entry.get("id") == lfm_model_name and isinstance(entry.get("max_model_len"), int) and (
-        expected_len is None or entry["max_model_len"] == expected_len)
-    checks.check(ok, "/v1/models", request="GET /v1/models",
-                 expected={"id": lfm_model_name, "max_model_len": expected_len or "an integer"}, got=body)
+    entry = body["data"][0] if isinstance(body, dict) and body.get("data") else {}
+    got = {"id": entry.get("id"), "max_model_len": entry.get("max_model_len")}
+    expected = {"id": served_launch.name, "max_model_len": served_launch.context_length}
+    checks.check(got == expected and type(got["max_model_len"]) is int, "/v1/models vs the launch",
+                 request="GET /v1/models",
+                 expected=f"{expected} (name from {served_launch.source}; context from "
+                          f"{served_launch.context_source})", got=body)

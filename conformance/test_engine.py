@@ -12,11 +12,12 @@ import psutil
 import pytest
 
 from pytest_lfm import checks
+from pytest_lfm.errors import KnownFailure
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.render import render_prompt
 from pytest_lfm.micro.script import Script
 from pytest_lfm.report.notes import ENGINE_SHUTDOWN, note
-from pytest_lfm.runtime import HttpServer, hosts
+from pytest_lfm.runtime import HttpServer, compat, hosts
 from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
@@ -27,6 +28,9 @@ GREEDY = {"temperature": 0, "max_new_tokens": 48}
 # sglang 0.5.17's SGLANG_MM_FEATURE_CACHE_MB default: the CUDA-IPC pool a VL Engine's image processor reserves in the
 # calling process (utils/cuda_ipc_transport_utils.py)
 MM_FEATURE_POOL_MIB = int(os.environ.get("SGLANG_MM_FEATURE_CACHE_MB", "1024"))
+# the largest CUDA context that pool left in a process that had none before the engine: 612 MiB (1636 MiB left, 1024
+# of them the pool, docs/gpu-runs/2026-12-01-h200-h; 518 MiB in -d and -e); a process with one kept only the pool
+CUDA_CONTEXT_MIB = 612
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +86,12 @@ def test_engine_shutdown_frees_the_gpu(
     """docs/facts.md: sgl.Engine spawns scheduler processes; shutdown must end them and give back the GPU memory they
     held, and this process's own share (its tokenizer manager runs here) must return to what it was before the engine.
     Counted per process, so other runtimes starting or stopping on the GPU meanwhile do not blur it. It stops the
-    engine the other engine tests used: it runs after them."""
+    engine the other engine tests used: it runs after them.
+
+    A VL engine's image-feature pool is known to stay (docs/facts.md, "Server behaviour"): there the check is an
+    xfail(strict=False) for that leftover only: held by this process alone, torch holding at least the pool, and at
+    most the pool plus the CUDA context it made here (when this process had none) plus the tolerance. Anything more
+    fails; a shutdown that frees it passes as XPASS."""
     assert lfm_runtime_pool is not None  # lfm_engine skipped otherwise
     before = lfm_engine.own_gpu_mib_before
     spawned = list(lfm_engine.spawned_pids)
@@ -92,28 +101,42 @@ def test_engine_shutdown_frees_the_gpu(
     held = hosts.wait_pids_off_gpus(spawned, lfm_gpus, timeout=60)
     own = _own_memory_settled(lfm_gpus, before)
     pinned = (hosts.torch_memory_mib() or (0, 0))[0]
+    known = _known_leftover_mib(before) if lfm_engine.mm_feature_pool_released else None
     note(request, ENGINE_SHUTDOWN, {"own_before_mib": before, "loaded_mib": loaded, "own_after_mib": own,
                                       "spawned": spawned, "alive_after": alive,
                                       "held_after": [dataclasses.asdict(p) for p in held],
                                       "torch_allocated_here_mib": pinned,
-                                      "mm_feature_pool_released": lfm_engine.mm_feature_pool_released})
+                                      "mm_feature_pool_released": lfm_engine.mm_feature_pool_released,
+                                      "known_leftover_mib": known})
+    what = f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()"
+    if known is not None and before is not None and own is not None:
+        left = own - before
+        request.applymarker(checks.known_failure_only(
+            f"sglang {compat.installed_sglang_version()}: a VL Engine's CUDA-IPC image-feature pool stays allocated "
+            f"in the calling process after shutdown (docs/facts.md): {left} MiB left, held by this process (pid "
+            f"{os.getpid()}: {own} MiB, {before} before the engine; torch {pinned} MiB); known up to {known} MiB"))
     checks.check(not lfm_engine.is_running() and not alive and not held, "the engine's processes after shutdown",
-                 request=f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()",
-                 expected=f"its {len(spawned)} spawned processes gone and none on the GPU",
+                 request=what, expected=f"its {len(spawned)} spawned processes gone and none on the GPU",
                  got=f"alive: {alive}; on the GPU: {held}")
     if before is None or own is None:
         pytest.skip("nvidia-smi lists no processes here: this process's GPU memory cannot be told apart")
-    released = own <= before + TOLERANCE_MIB
-    pool_pinned = lfm_engine.mm_feature_pool_released and pinned >= MM_FEATURE_POOL_MIB
-    if not released and pool_pinned:
-        pytest.xfail(f"sglang's CUDA-IPC image-feature pool ({pinned} MiB allocated by torch in this process) stays "
-                     "allocated after Engine.shutdown() although the plugin dropped it (likely: it was shared with "
-                     "the scheduler, which died holding its share, and torch frees a shared block only once it is "
-                     f"released); this process holds {own} MiB, {before} MiB before the engine, until it exits")
-    checks.check(released, "this process's GPU memory after engine shutdown (MiB, nvidia-smi)",
-                 request=f"SglangEngine for {lfm_launch.id} on GPUs {lfm_gpus}, then stop()",
-                 expected=f"back to {before} (+{TOLERANCE_MIB} MiB) within 60 s; with the engine: {loaded}",
-                 got=f"{own}; {hosts.describe_holders(lfm_gpus)}")
+    left = own - before
+    if known is not None and TOLERANCE_MIB < left <= known and pinned >= MM_FEATURE_POOL_MIB:
+        raise KnownFailure(
+            f"{left} MiB left in this process after shutdown, the known image-feature pool (torch here: {pinned} MiB "
+            f"allocated) within {known} MiB; {hosts.describe_holders(lfm_gpus)}")
+    checks.check(left <= TOLERANCE_MIB, "this process's GPU memory after engine shutdown (MiB, nvidia-smi)",
+                 request=what,
+                 expected=f"back to {before} (+{TOLERANCE_MIB} MiB) within 60 s; with the engine: {loaded}" + (
+                     f"; a VL engine's known leftover: at most {known} MiB with torch holding >= "
+                     f"{MM_FEATURE_POOL_MIB} MiB here" if known is not None else ""),
+                 got=f"{own} ({left:+d} MiB); torch here: {pinned} MiB; {hosts.describe_holders(lfm_gpus)}")
+
+
+def _known_leftover_mib(before: int | None) -> int:
+    """The most a VL engine's shutdown is known to leave in this process (docs/facts.md, "Server behaviour"): the
+    image-feature pool, the CUDA context it made here when this process had none (before == 0), the tolerance."""
+    return MM_FEATURE_POOL_MIB + (CUDA_CONTEXT_MIB if not before else 0) + TOLERANCE_MIB
 
 
 TOLERANCE_MIB = 128

@@ -95,6 +95,24 @@ def test_include_usage_sends_one_final_usage_chunk(lfm_client: openai.OpenAI, lf
 
 
 @pytest.mark.parametrize("turn", ANSWERS, indirect=True)
+def test_streamed_usage_equals_the_non_streamed_usage(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """OpenAI streaming reference (include_usage: "the token usage statistics for the entire request") for a greedy
+    request: prompt_tokens, completion_tokens and total_tokens equal those of the same request not streamed."""
+    request = turn.request(lfm_model_name)
+    whole = lfm_client.chat.completions.create(**request).usage
+    stream = _stream(lfm_client, {**request, "stream_options": {"include_usage": True}})
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    want = {k: getattr(whole, k) for k in keys} if whole is not None else None
+    got = {k: getattr(stream.usage, k) for k in keys} if stream.usage is not None else None
+    checks.check(want is not None and got == want, "streamed usage vs the non-streamed usage of the same request",
+                 request={**request, "stream": True, "stream_options": {"include_usage": True}},
+                 expected=f"{want} (non-streamed usage: {checks.show(whole)})",
+                 got=f"{got} (usage chunks: {checks.show(stream.usage_chunks)})")
+
+
+@pytest.mark.parametrize("turn", ANSWERS, indirect=True)
 def test_streamed_text_equals_the_non_streamed_answer(
     lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
 ) -> None:

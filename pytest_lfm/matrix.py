@@ -27,11 +27,14 @@ PROMETHEUS_MULTIPROC_DIR for this process and every server started after it."""
 # float16 needs the short-conv state in float16 too (docs/facts.md, float16; sglang #19773, #30178, #31719)
 DTYPE_ENV: dict[str, dict[str, str]] = {"float16": {"SGLANG_MAMBA_CONV_DTYPE": "float16"}}
 
+# one budget per GPU name prefix, or several ([[model.latency_budgets."GPU"]]), each for one launch profile and one
+# concurrency (defaults: "default", 1)
 _BUDGET = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
         "profile": {"enum": list(PROFILES)},
+        "concurrency": {"type": "integer", "minimum": 1},
         "ttft_ms": {"type": "number", "exclusiveMinimum": 0},
         "tpot_ms": {"type": "number", "exclusiveMinimum": 0},
         "itl_ms": {"type": "number", "exclusiveMinimum": 0},
@@ -61,7 +64,9 @@ SCHEMA: dict[str, Any] = {
                     "min_sglang": {"type": "string", "pattern": r"^\d+(\.\d+)*$"},
                     "dtypes": {"type": "array", "items": {"enum": ["bfloat16", "float16"]}, "minItems": 1},
                     "context_length": {"type": "integer", "minimum": 1},
-                    "latency_budgets": {"type": "object", "additionalProperties": _BUDGET},
+                    "latency_budgets": {"type": "object", "additionalProperties": {
+                        "if": {"type": "object"}, "then": _BUDGET,
+                        "else": {"type": "array", "items": _BUDGET, "minItems": 1}}},
                 },
             },
         }
@@ -84,7 +89,8 @@ class ModelSpec:
     launch_args: tuple[str, ...] = ()
     min_sglang: str = "0.5.10"
     dtypes: tuple[str, ...] = ("bfloat16", "float16")
-    latency_budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False, hash=False)
+    latency_budgets: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = field(
+        default_factory=dict, compare=False, hash=False)
     micro: str | None = None
     context_length: int | None = None
     source: str = ""
@@ -106,12 +112,24 @@ class ModelSpec:
 
         return str(micro.tokenizer_dir(self.micro))
 
-    def budget_for(self, gpu_name: str, profile: str = "default") -> Mapping[str, Any] | None:
-        """The latency budget whose GPU-name key prefixes ``gpu_name`` for ``profile``, if any."""
-        for prefix, budget in self.latency_budgets.items():
-            if gpu_name.startswith(prefix) and budget.get("profile", "default") == profile:
-                return budget
+    def budget_for(self, gpu_name: str, profile: str = "default", concurrency: int = 1) -> Mapping[str, Any] | None:
+        """The latency budget whose GPU-name key prefixes ``gpu_name`` for ``profile`` at ``concurrency``, if any."""
+        for prefix, budgets in self.latency_budgets.items():
+            if not gpu_name.startswith(prefix):
+                continue
+            for budget in _budget_list(budgets):
+                if budget_key(budget) == (profile, concurrency):
+                    return budget
         return None
+
+
+def _budget_list(budgets: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [budgets] if isinstance(budgets, Mapping) else list(budgets)
+
+
+def budget_key(budget: Mapping[str, Any]) -> tuple[str, int]:
+    """What a latency budget applies to: (launch profile, concurrency)."""
+    return str(budget.get("profile", "default")), int(budget.get("concurrency", 1))
 
 
 def flag_value(args: Sequence[str], *flags: str) -> str | None:
@@ -280,6 +298,13 @@ def load_file(path: Path) -> list[ModelSpec]:
             index = int(err.absolute_path[1])
             raise _entry_error(path, index, data["model"][index], err)
         raise MatrixError(f"{path}: {err.message} (a matrix file holds [[model]] tables)")
+    for entry in data["model"]:
+        for gpu, budgets in entry.get("latency_budgets", {}).items():
+            keys = [budget_key(b) for b in _budget_list(budgets)]
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise MatrixError(f"{path}: model {entry['id']!r}, field latency_budgets.{gpu}: two budgets for "
+                                  f"profile {twice[0][0]!r} at concurrency {twice[0][1]} (give each once)")
     return [
         ModelSpec(
             id=e["id"],

@@ -549,6 +549,18 @@ def models_list_empty(ex: Exchange) -> bool:
     return True
 
 
+@fault("GET /v1/models gives the launch's context length (--context-length, else the checkpoint's)")
+def models_context_length_wrong(ex: Exchange) -> bool:
+    """/v1/models lists the served model with twice its context length."""
+    if not ex.path.endswith("/v1/models") or not isinstance(ex.body, dict) or not ex.body.get("data"):
+        return False
+    entry = ex.body["data"][0]
+    if not isinstance(entry, dict) or not isinstance(entry.get("max_model_len"), int):
+        return False
+    entry["max_model_len"] *= 2
+    return True
+
+
 @fault("GET /health_generate answers 200 on a healthy server")
 def health_check_fails(ex: Exchange) -> bool:
     """The health endpoints answer 503."""

@@ -93,3 +93,24 @@ def test_expected_http_error_rejects_a_500_and_an_accepted_request() -> None:
         checks.expect_http_error(server_error, 400, request=REQUEST)
     with pytest.raises(pytest.fail.Exception, match="accepted a request it must reject"):
         checks.expect_http_error(lambda: "ok", 400, request=REQUEST)
+
+
+def test_a_known_failure_mark_xfails_the_known_failure_only(pytester: pytest.Pytester) -> None:
+    """checks.known_failure_only, applied while a test runs: KnownFailure xfails, any other failure fails, a pass is
+    XPASS (strict=False); the reason the test gave is the xfail's."""
+    pytester.makepyfile("""
+        import pytest
+        from pytest_lfm import checks
+        from pytest_lfm.errors import KnownFailure
+
+        @pytest.mark.parametrize("left", [0, 900, 5000])
+        def test_leftover(request, left):
+            request.applymarker(checks.known_failure_only(f"{left} MiB left, known up to 1764 MiB"))
+            if 128 < left <= 1764:
+                raise KnownFailure(f"{left} MiB left")
+            checks.check(left <= 128, "leftover", request="stop()", expected="<= 128", got=left)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:lfm", "-rxXf")
+    assert result.parseoutcomes() == {"failed": 1, "xfailed": 1, "xpassed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*XFAIL*test_leftover?900?*900 MiB left, known up to 1764 MiB*",
+                                 "*FAILED*test_leftover?5000?*"])

@@ -124,3 +124,46 @@ def test_reference_runs_on_the_prompt_tokens_where_sglang_reported_the_last_id_a
     assert logprobs.computed_ids(model, run) == tokens
     other = dataclasses.replace(run, prompt_ids=[t + 1 if t == tokens[1] else t for t in reported])
     assert logprobs.computed_ids(model, other) == other.prompt_ids
+
+
+def _ranked(rows: list[list[tuple[int, float]]], n: int) -> logprobs.Logprobs:
+    """A run of an ``n``-token prompt whose positions hold ``rows`` of (token id, logprob), best first: the first
+    ``n - 1`` are prompt positions, the rest generated ones."""
+    ids = [[t for t, _ in row] for row in rows]
+    values = [[v for _, v in row] for row in rows]
+    return logprobs.Logprobs("p", list(range(n)), values[:n - 1], [row[0] for row in ids[n - 1:]], values[n - 1:],
+                             ids[:n - 1], ids[n - 1:])
+
+
+BF16 = [(1, -0.1), (2, -2.5), (3, -2.6), (4, -4.0), (5, -6.0)]
+
+
+@pytest.mark.parametrize(("fp16", "what"), [
+    (BF16, None),
+    ([(1, -0.12), (3, -2.55), (2, -2.58), (4, -4.1), (5, -6.05)], None),  # 2 and 3 trade places: gaps 0.1 + 0.03
+    ([(1, -0.1), (2, -2.5), (3, -2.6), (4, -4.0), (6, -6.1)], None),  # 5 and 6 at the edge, within d of it
+    ([(1, -0.1), (3, -2.0), (2, -2.5), (4, -4.0), (5, -6.0)], "swap places"),  # gaps 0.1 + 0.5 > 2d
+    ([(1, -0.1), (2, -2.5), (3, -2.6), (4, -4.0), (6, -5.0)], "only in"),  # 6 enters 1.0 above bf16's 5th
+    ([(2, -0.2), (1, -0.3), (3, -2.6), (4, -4.0), (5, -6.0)], "swap places"),  # another greedy token, no tie
+])
+def test_rank_changes_allow_near_ties_only(fp16: list[tuple[int, float]], what: str | None) -> None:
+    """d = 0.2: a token's logprob may move by 0.2 between the runs."""
+    first, second = _ranked([BF16, BF16], 2), _ranked([BF16, fp16], 2)
+    spans: list[logprobs.Span] = [("p", 2, 1)]
+    changes = logprobs.rank_changes(spans, [first], [second], (0.2, 0.2))
+    if what is None:
+        assert changes == []
+    else:
+        assert [(c.phase, c.position) for c in changes] == [("decode", 0)] and what in changes[0].what
+        assert changes[0].first == BF16 and changes[0].second == fp16
+
+
+def test_rank_changes_cover_prompt_and_generated_positions_with_their_own_bound() -> None:
+    tie = [(1, -0.60), (2, -0.75), (3, -2.6), (4, -4.0), (5, -6.0)]
+    swapped = [(2, -0.65), (1, -0.70), (3, -2.6), (4, -4.0), (5, -6.0)]  # gaps 0.15 + 0.05: a tie for d >= 0.1
+    first, second = _ranked([tie, tie, tie], 3), _ranked([tie, swapped, swapped], 3)
+    spans: list[logprobs.Span] = [("p", 3, 1)]
+    loose_prefill = logprobs.rank_changes(spans, [first], [second], (0.5, 0.05))
+    assert [(c.phase, c.position) for c in loose_prefill] == [("decode", 0)]
+    assert logprobs.rank_changes(spans, [first], [second], (0.05, 0.5)) == [
+        logprobs.RankChange("prefill", "p", 1, loose_prefill[0].what, tie, swapped)]

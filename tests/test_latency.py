@@ -303,6 +303,25 @@ def test_budget_lookup_from_the_matrix() -> None:
     assert spec.budget_for("NVIDIA B300 SXM6 AC", "low-latency") is not None
     assert spec.budget_for("NVIDIA B300 SXM6 AC", "default") is None
     assert spec.budget_for("NVIDIA H100 80GB HBM3", "low-latency") is None
+    assert spec.budget_for("NVIDIA B300 SXM6 AC", "low-latency", 8) is None  # a budget holds at concurrency 1
+
+
+def test_budgets_per_profile_and_concurrency_for_every_micro_checkpoint_on_the_h200() -> None:
+    from pytest_lfm.matrix import load_matrix
+
+    matrix = load_matrix()
+    for name in ("micro-dense", "micro-moe", "micro-vl"):
+        spec = matrix.get(name)
+        assert spec is not None
+        found = {(p, c): spec.budget_for("NVIDIA H200", p, c) for p in ("default", "low-latency") for c in (1, 8)}
+        assert all(b is not None and {"ttft_ms", "tpot_ms", "output_tok_s"} <= set(b) for b in found.values()), name
+        assert len({id(b) for b in found.values()}) == 4, name
+        assert spec.budget_for("NVIDIA H200", "default", 4) is None  # no figures measured at 4
+        assert spec.budget_for("NVIDIA H100 80GB HBM3", "default", 8) is None
+    dense = matrix.get("micro-dense")
+    assert dense is not None
+    assert dense.budget_for("NVIDIA H200", "default", 8) == {"concurrency": 8, "ttft_ms": 45.2, "tpot_ms": 1.68,
+                                                               "output_tok_s": 3912, "tolerance": 0.5}
 
 
 # ---------------------------------------------------------------- fidelity helper

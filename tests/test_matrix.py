@@ -40,6 +40,14 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
         ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
          '[model.latency_budgets."NVIDIA H100"]\nttft_ms = -1\n',
          "model 'x', field latency_budgets.NVIDIA H100.ttft_ms: -1 is less than or equal to the minimum of 0"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         '[[model.latency_budgets."NVIDIA H100"]]\nttft_ms = 9\n[[model.latency_budgets."NVIDIA H100"]]\n'
+         'concurrency = 0\nttft_ms = 9\n',
+         "model 'x', field latency_budgets.NVIDIA H100.1.concurrency: 0 is less than the minimum of 1"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         '[[model.latency_budgets."NVIDIA H100"]]\nttft_ms = 9\n[[model.latency_budgets."NVIDIA H100"]]\n'
+         'concurrency = 1\nttft_ms = 8\n',
+         "model 'x', field latency_budgets.NVIDIA H100: two budgets for profile 'default' at concurrency 1"),
         ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nlaunch_arg = []\n',
          "model 'x', field (entry): Additional properties are not allowed ('launch_arg' was unexpected)"),
         ("model = 3\n", "3 is not of type 'array'"),

@@ -31,13 +31,15 @@ REFERENCE_MAX_BYTES = 4 << 30  # larger checkpoints are not loaded twice on the 
 @dataclasses.dataclass(frozen=True)
 class Logprobs:
     """One prompt's logprobs from ``/generate``: top-k values (best first) per prompt position and per generated
-    token, and the generated token ids."""
+    token, the token ids of those top-k entries (in the same order), and the generated token ids."""
 
     prompt: str
     prompt_ids: list[int]
     prompt_top: list[list[float]]
     output_ids: list[int]
     output_top: list[list[float]]
+    prompt_top_ids: list[list[int]] = dataclasses.field(default_factory=list)
+    output_top_ids: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +71,9 @@ def chat_prompts(model: ModelSpec, script: Script) -> list[str]:
             for t in answer_turns(script, model)[:PROMPTS]]
 
 
-def _top_values(entries: Sequence[Sequence[Any]] | None) -> list[float]:
-    return sorted((float(e[0]) for e in entries or ()), reverse=True)
+def _top(entries: Sequence[Sequence[Any]] | None) -> list[tuple[float, int]]:
+    """A position's top-k entries, sglang's ``(logprob, token id, text)``, as (logprob, id), best first."""
+    return sorted(((float(e[0]), int(e[1])) for e in entries or ()), key=lambda entry: -entry[0])
 
 
 def generate_logprobs(base_url: str, prompts: Sequence[str]) -> list[Logprobs]:
@@ -84,12 +87,16 @@ def generate_logprobs(base_url: str, prompts: Sequence[str]) -> list[Logprobs]:
             checks.check(response.status_code == 200, "/generate with logprobs", request=body, expected="HTTP 200",
                          got=f"{response.status_code}: {response.text}")
             meta = response.json()["meta_info"]
+            prompt_top = [_top(row) for row in meta["input_top_logprobs"][1:]]
+            output_top = [_top(row) for row in meta["output_top_logprobs"]]
             results.append(Logprobs(
                 prompt=prompt,
                 prompt_ids=[int(e[1]) for e in meta["input_token_logprobs"]],
-                prompt_top=[_top_values(row) for row in meta["input_top_logprobs"][1:]],
+                prompt_top=[[v for v, _ in row] for row in prompt_top],
                 output_ids=[int(e[1]) for e in meta["output_token_logprobs"]],
-                output_top=[_top_values(row) for row in meta["output_top_logprobs"]],
+                output_top=[[v for v, _ in row] for row in output_top],
+                prompt_top_ids=[[i for _, i in row] for row in prompt_top],
+                output_top_ids=[[i for _, i in row] for row in output_top],
             ))
     return results
 
@@ -122,6 +129,11 @@ def position_rows(logprobs: Logprobs) -> list[list[float]]:
     """Top-k logprobs per model position: the prompt's positions 0 .. n-2, then the generated ones (position j
     predicts token j + 1, so output_top[i] is position n - 1 + i)."""
     return logprobs.prompt_top + logprobs.output_top
+
+
+def position_ids(logprobs: Logprobs) -> list[list[int]]:
+    """The token ids of ``position_rows``' entries, in the same order."""
+    return logprobs.prompt_top_ids + logprobs.output_top_ids
 
 
 Span = tuple[str, int, int]  # (prompt, prompt tokens n, generated positions compared k)
@@ -237,3 +249,61 @@ def prompt_shifts(spans: Sequence[Span], ours: Sequence[Sequence[list[float]]],
                  for i in range(max(0, -shift), n - 1 - max(0, shift))]
         out[shift] = _largest_difference(pairs).max_abs
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RankChange:
+    """Where two runs' top-k differ in which tokens they hold or in their order, beyond a near tie (``rank_changes``):
+    the phase, prompt and position (indexed as ``phase_differences`` does), what changed, and both rows as
+    ``(token id, logprob)``."""
+
+    phase: str
+    prompt: str
+    position: int
+    what: str
+    first: list[tuple[int, float]]
+    second: list[tuple[int, float]]
+
+
+def _rank_change(first: dict[int, float], second: dict[int, float], delta: float) -> str | None:
+    """Why the two top-k rows cannot be the same ranking moved by at most ``delta`` per token, or None.
+
+    Each token's logprob moving by at most ``delta``: a token one row holds and the other does not lies within
+    ``delta`` of the other row's k-th value (it is below that value there); two tokens in opposite order lead by
+    gaps that add up to at most ``2 * delta``."""
+    if len(first) != len(second):
+        return f"{len(first)} vs {len(second)} entries"
+    for row, other, side in ((first, second, "first"), (second, first, "second")):
+        floor = min(other.values(), default=0.0)
+        for token, value in row.items():
+            if token not in other and value - floor > delta:
+                return (f"token {token} ({value:.4f}) is only in the {side} run's top-{len(row)}, "
+                        f"{value - floor:.4f} above the other's k-th value (> {delta:.4f})")
+    common = [t for t in first if t in second]
+    for i, x in enumerate(common):
+        for y in common[i + 1:]:
+            lead, back = first[x] - first[y], second[y] - second[x]
+            if lead * back > 0 and abs(lead) + abs(back) > 2 * delta:
+                return (f"tokens {x} and {y} swap places with gaps {abs(lead):.4f} + {abs(back):.4f} "
+                        f"(> 2 x {delta:.4f})")
+    return None
+
+
+def rank_changes(spans: Sequence[Span], first: Sequence[Logprobs], second: Sequence[Logprobs],
+                 bounds: tuple[float, float]) -> list[RankChange]:
+    """Every compared position (prompt and generated, as ``phase_differences``) whose top-k tokens are not the same
+    ranking within the phase's ``bounds`` per token: another token set or order than a near tie allows."""
+    out = []
+    for (prompt, n, k), a, b in zip(spans, first, second, strict=True):
+        rows_a, rows_b = position_rows(a), position_rows(b)
+        ids_a, ids_b = position_ids(a), position_ids(b)
+        places = [("prefill", i, i, bounds[0]) for i in range(n - 1)]
+        places += [("decode", i, n - 1 + i, bounds[1]) for i in range(k)]
+        for phase, position, row, delta in places:
+            one = list(zip(ids_a[row], rows_a[row], strict=True))
+            two = list(zip(ids_b[row], rows_b[row], strict=True))
+            why = _rank_change(dict(one), dict(two), delta)
+            if why is not None:
+                out.append(RankChange(phase, prompt, position, why, one, two))
+    return out
+

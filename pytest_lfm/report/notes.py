@@ -36,6 +36,7 @@ LOGPROB_MAX_ABS_DIFF: Final = "logprob_max_abs_diff"
 REFERENCE_MAX_ABS_DIFF: Final = "reference_max_abs_diff"
 PROMPT_ID_MISMATCHES: Final = "prompt_id_mismatches"
 PROMPT_LOGPROB_SHIFTS: Final = "prompt_logprob_shifts"
+TOP_K_RANK_CHANGES: Final = "top_k_rank_changes"
 
 
 class LatencyNote(TypedDict, total=False):

@@ -1,8 +1,8 @@
 """The runtimes pytest-lfm tests, usable without pytest: an sglang server it launches (``server``), one someone else
 started (``external``), an in-process ``sgl.Engine`` (``engine``), the launch plan of a test selection (``plan``),
 the pool that follows it on this worker's GPUs (``pool``: its ``schedule``, the ``starter`` that starts its runtimes,
-micro ``builds`` and the ``launches`` it records), the runtimes' ``processes``, the host's GPUs and ports
-(``hosts``) and what differs between sglang versions (``compat``)."""
+micro ``builds`` and the ``launches`` it records), the runtimes' ``processes``, the host's GPUs and ports (``hosts``),
+what a launch serves (``served``) and what differs between sglang versions (``compat``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class HttpServer(Runtime, Protocol):
     of one replayed."""
 
     base_url: str
+    command: list[str]  # the command line it was started with; [] where it is not known (started elsewhere)
 
     @property
     def log_path(self) -> Path | None: ...
