@@ -1,5 +1,5 @@
-"""Chat completions: the OpenAI response contract, token accounting, sampling controls and caching (concurrency:
-test_concurrency.py)."""
+"""Chat completions: the OpenAI response contract, token accounting and sampling controls (concurrency and the prefix
+cache: test_concurrency.py, test_prefix_cache.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
-from pytest_lfm.micro.script import Script, Turn
+from pytest_lfm.micro.script import Turn
 
 ANSWERS = checks.scripted("answer")
 LONG_ANSWER = "answer-count"  # the script's longest plain answer: room for max_tokens and stop strings to cut
@@ -174,24 +174,6 @@ def test_temperature_zero_is_deterministic(lfm_client: openai.OpenAI, lfm_model_
     answers = [_create(lfm_client, request).choices[0].message.content for _ in range(3)]
     checks.check(len(set(answers)) == 1, "three identical requests at temperature 0", request=request,
                  expected="three equal answers", got=answers)
-
-
-def test_shared_prefix_reuse_does_not_change_outputs(
-    lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec,
-    lfm_script: Script,
-) -> None:
-    """sglang radix cache with LFM2's conv state (mamba radix cache, docs/facts.md): a cached prefix gives the same
-    greedy output as a cold prompt."""
-    turns = [t for t in lfm_script.for_model(lfm_model) if t.kind == "answer"]
-    first, second = turns[0], turns[1 % len(turns)]
-    history = [*first.messages, {"role": "assistant", "content": first.content or "OK."}]
-    request = second.request(lfm_model_name, messages=[*history, *second.openai_messages()])
-    lfm_http.post("/flush_cache")
-    cold = _create(lfm_client, request).choices[0].message.content
-    _create(lfm_client, second.request(lfm_model_name, messages=history[:-1]))  # caches the shared prefix
-    warm = [_create(lfm_client, request).choices[0].message.content for _ in range(2)]
-    checks.check(warm == [cold, cold], "answers with the prefix cached vs cold", request=request,
-                 expected=cold, got=warm)
 
 
 def test_prompt_longer_than_the_context_is_rejected_with_400(
