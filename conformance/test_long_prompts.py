@@ -5,8 +5,9 @@ The default launch prefills in chunks of --chunked-prefill-size, which sglang 0.
 the launch leaves it out: 8192 on an H100 or H200 (server_args.py:4664-4676; the server log:
 "chunked_prefill_size=8192, max_prefill_tokens=16384 ... context_len=4096", docs/gpu-runs/2026-12-01-h200-h/baseurl/
 server.log). One prompt under a 4096-token context fits in one chunk, so the default server gets it alone and then
-COPIES copies at once: copies waiting together share prefill batches of at most 8192 tokens, and the third of them
-is split (whether they wait together is up to the scheduler's timing). The low-latency profile launches with
+COPIES copies at once: copies waiting together share prefill batches of at most 8192 tokens, and the one that does
+not fit is cut at what is left (managers/schedule_policy.py:1196-1245; whether they wait together is up to the
+scheduler's timing). The low-latency profile launches with
 --chunked-prefill-size -1 (no chunks, and --enable-torch-compile); its answer is compared with the default server's,
 which the first test keeps per model (the default configuration's tests run first, on the same worker:
 pytest_lfm/selection.py).
@@ -86,7 +87,7 @@ def test_near_limit_prompt_answers_alike_without_chunked_prefill(
     reference = default_server_long_answers.get((lfm_launch.model.id, lfm_launch.dtype))
     if reference is None:
         pytest.skip("the default server's answer is kept by test_near_limit_prompt_answers_alike_alone_and_in_chunked_"
-                    "batches, which did not run for this model in this session")
+                    "batches, which did not get one for this model in this session (not selected, or it failed first)")
     request, length = _request(lfm_http, lfm_model_name, lfm_tokenizer_path, lfm_sglang_version)
     got = answers.greedy_of(lfm_client.chat.completions.create(**request))
     parted = answers.parting(reference, got, NEAR_TIE)
