@@ -1,8 +1,8 @@
-"""Chat completions: the OpenAI response contract, token accounting, sampling controls, concurrency and caching."""
+"""Chat completions: the OpenAI response contract, token accounting and sampling controls (concurrency and the prefix
+cache: test_concurrency.py, test_prefix_cache.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -11,7 +11,7 @@ import pytest
 
 from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
-from pytest_lfm.micro.script import Script, Turn
+from pytest_lfm.micro.script import Turn
 from pytest_lfm.runtime import served
 
 ANSWERS = checks.scripted("answer")
@@ -175,45 +175,6 @@ def test_temperature_zero_is_deterministic(lfm_client: openai.OpenAI, lfm_model_
     answers = [_create(lfm_client, request).choices[0].message.content for _ in range(3)]
     checks.check(len(set(answers)) == 1, "three identical requests at temperature 0", request=request,
                  expected="three equal answers", got=answers)
-
-
-def test_concurrent_requests_equal_their_solo_outputs(
-    lfm_client: openai.OpenAI, lfm_async_client: openai.AsyncOpenAI, lfm_model_name: str, lfm_model: ModelSpec,
-    lfm_script: Script,
-) -> None:
-    """sglang #23975 / #24717: batched decoding must not change greedy outputs (32 concurrent requests)."""
-    turns = [t for t in lfm_script.for_model(lfm_model) if t.kind == "answer"]
-    requests = [turns[i % len(turns)].request(lfm_model_name) for i in range(32)]
-    solo = {t.id: _create(lfm_client, t.request(lfm_model_name)).choices[0].message.content for t in turns}
-
-    async def batch() -> list[Any]:
-        async with lfm_async_client as client:
-            return await asyncio.gather(*(client.chat.completions.create(**r) for r in requests))
-
-    together = [r.choices[0].message.content for r in asyncio.run(batch())]
-    differ = [(turns[i % len(turns)].id, solo[turns[i % len(turns)].id], got) for i, got in enumerate(together)
-              if got != solo[turns[i % len(turns)].id]]
-    checks.check(not differ, f"{len(differ)} of 32 concurrent answers differ from the same request sent alone",
-                 request=requests[0], expected="every concurrent answer equals its solo answer",
-                 got=differ)
-
-
-def test_shared_prefix_reuse_does_not_change_outputs(
-    lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str, lfm_model: ModelSpec,
-    lfm_script: Script,
-) -> None:
-    """sglang radix cache with LFM2's conv state (mamba radix cache, docs/facts.md): a cached prefix gives the same
-    greedy output as a cold prompt."""
-    turns = [t for t in lfm_script.for_model(lfm_model) if t.kind == "answer"]
-    first, second = turns[0], turns[1 % len(turns)]
-    history = [*first.messages, {"role": "assistant", "content": first.content or "OK."}]
-    request = second.request(lfm_model_name, messages=[*history, *second.openai_messages()])
-    lfm_http.post("/flush_cache")
-    cold = _create(lfm_client, request).choices[0].message.content
-    _create(lfm_client, second.request(lfm_model_name, messages=history[:-1]))  # caches the shared prefix
-    warm = [_create(lfm_client, request).choices[0].message.content for _ in range(2)]
-    checks.check(warm == [cold, cold], "answers with the prefix cached vs cold", request=request,
-                 expected=cold, got=warm)
 
 
 def test_prompt_longer_than_the_context_is_rejected_with_400(

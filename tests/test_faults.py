@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import FAULTS, baseline_ok, catch, default_recordings, mutate_exchanges, recordings, stores
+from faults import FAULTS, baseline_ok, catch, default_recordings, mutate_exchanges, present, recordings, stores
 from filelock import FileLock
 
 from pytest_lfm.recording.exchange import Exchange
@@ -201,3 +201,10 @@ def test_suites_catch_the_mutant(name: str, catch_report: dict[str, Any]) -> Non
                     + (f", these failed only on replay misses (a later request changed): {per[f]['misses']}"
                        if per[f]["misses"] else "") + (f"\n{per[f]['output']}" if per[f].get("output") else "")
                     for f in result["applicable_in"]))
+
+
+def test_a_recorded_test_that_left_the_suites_is_not_replayed() -> None:
+    """A recording outlives the tests it was made with: the catch replays only node ids the suites still define."""
+    assert present("conformance/test_chat.py::test_usage_total_is_prompt_plus_completion[micro-dense-answer-hello]")
+    assert not present("conformance/test_chat.py::test_concurrent_requests_equal_their_solo_outputs[micro-dense]")
+    assert not present("conformance/test_gone.py::test_anything")

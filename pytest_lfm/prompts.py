@@ -1,0 +1,57 @@
+"""Prompts as the served model's tokenizer sees them: the token ids of a chat rendered the way the running sglang
+renders it (for requests that send ``input_ids``, and for cutting a completion at a token), and a chat filled to a
+given prompt length (for prompts near the context limit)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from pytest_lfm.micro.render import render_tools, template_messages
+
+FILLER = "The quick brown fox jumps over the lazy dog. "
+QUESTION = "What is the capital of France?"
+
+
+@cache
+def _tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def text_ids(tokenizer_path: str, text: str) -> list[int]:
+    """``text`` as token ids, without the tokenizer's BOS (how sglang tokenizes a rendered prompt)."""
+    return list(_tokenizer(tokenizer_path)(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer_path: str, messages: Sequence[Mapping[str, Any]],
+               tools: Sequence[Mapping[str, Any]] | None, sglang_version: str) -> list[int]:
+    """The prompt ``sglang_version`` builds for these messages and tools, as token ids: the checkpoint's chat template
+    over sglang's re-serialized tools (docs/facts.md), tokenized without an added BOS."""
+    text = _tokenizer(tokenizer_path).apply_chat_template(
+        template_messages(messages), tools=render_tools(tools, sglang_version) if tools else None,
+        add_generation_prompt=True, tokenize=False)
+    return text_ids(tokenizer_path, text)
+
+
+def filled_messages(tokenizer_path: str, tokens: int, sglang_version: str) -> tuple[list[dict[str, Any]], int]:
+    """A one-message chat of FILLER sentences ending in QUESTION whose prompt is at most ``tokens`` long and less
+    than one sentence shorter, and its prompt length."""
+
+    def chat(count: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": FILLER * count + QUESTION}]
+
+    def length(count: int) -> int:
+        return len(prompt_ids(tokenizer_path, chat(count), None, sglang_version))
+
+    base, step = length(0), length(2) - length(1)
+    if step <= 0 or base > tokens:
+        raise ValueError(f"cannot fill a prompt to {tokens} tokens: {base} tokens without filler, {step} per sentence")
+    count = (tokens - base) // step
+    while count > 0 and length(count) > tokens:
+        count -= 1
+    while length(count + 1) <= tokens:
+        count += 1
+    return chat(count), length(count)
