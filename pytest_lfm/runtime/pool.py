@@ -172,7 +172,8 @@ class RuntimePool:
         return held + entry.need_mib <= self.capacity_mib
 
     def prefetch(self) -> None:
-        """Start, in the background, the next planned servers that fit, slow starts (torch.compile) first."""
+        """Start, in the background, the next planned servers that fit; the slow ones (torch.compile) once the first
+        runtime is ready, beside the start slots."""
         if not self.prefetching:
             return
         with self._lock:
@@ -180,9 +181,11 @@ class RuntimePool:
                 return
             waiting = [e for e in self._entries.values() if e.planned and e.state == "idle" and e.kind == "server"
                        and e.remaining and (self.active_models is None or e.config.model.id in self.active_models)]
+            first_ready = any(e.state in ("ready", "stopped") for e in self._entries.values())
             for entry in start_order(waiting):
                 starting = sum(1 for e in self._entries.values() if e.state == "starting" and not is_slow(e))
-                if (is_slow(entry) or starting < self.max_starting) and self._fits(entry):
+                slot = first_ready if is_slow(entry) else starting < self.max_starting
+                if slot and self._fits(entry):
                     self.starter.server(entry, background=True)
 
     def _make_room(self, entry: Entry) -> None:

@@ -35,9 +35,11 @@ def default_max_starting() -> int:
 
 def is_slow(entry: Entry) -> bool:
     """A start of a non-default profile (torch.compile: minutes). It does not wait for a start slot: every one of
-    them starts as soon as it fits, at background priority, because the closing timing checks need them all and
-    wait for any start still in flight (docs/gpu-runs/2026-12-01-h200-h: the last one, kept out of the slots until
-    244 s, held the first timing check 83 s)."""
+    them starts as soon as the first runtime is ready, at background priority, because the closing timing checks
+    need them all and wait for any start still in flight (docs/gpu-runs/2026-12-01-h200-h: the last one, kept out of
+    the slots until 244 s, held the first timing check 83 s). Not before: started at 0 s beside the builds and the
+    first wave they put the default servers at 162 s and the first engine at 148 s (123 s and 111 s without them,
+    docs/gpu-runs/2026-12-02-h200-a)."""
     return entry.config.profile != "default"
 
 
