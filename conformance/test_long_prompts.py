@@ -87,7 +87,7 @@ def test_near_limit_prompt_answers_alike_without_chunked_prefill(
     reference = default_server_long_answers.get((lfm_launch.model.id, lfm_launch.dtype))
     if reference is None:
         pytest.skip("the default server's answer is kept by test_near_limit_prompt_answers_alike_alone_and_in_chunked_"
-                    "batches, which did not get one for this model in this session (not selected, or it failed first)")
+                    "batches, which did not get one for this model in this run (not selected, or it failed first)")
     request, length = _request(lfm_http, lfm_model_name, lfm_tokenizer_path, lfm_sglang_version)
     got = answers.greedy_of(lfm_client.chat.completions.create(**request))
     parted = answers.parting(reference, got, NEAR_TIE)

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_lfm.micro import configs
 from pytest_lfm.micro.configs import NAMES as NAMES
 
 INFO_FILE = "micro.json"
@@ -42,7 +43,7 @@ def recipe(name: str) -> dict[str, Any]:
     training parameters, the chat template, a digest of the rendered training set (prompts, completions, which
     examples are scripted, the images' specs) and one of the training code's bytes (``_TRAINING_CODE`` and the
     drawing of the scripted images). A refactor that changes none of them keeps the key and every recording."""
-    from pytest_lfm.micro import configs, render
+    from pytest_lfm.micro import render
 
     if name not in NAMES:
         raise ValueError(f"unknown micro checkpoint {name!r}; expected one of {', '.join(NAMES)}")
