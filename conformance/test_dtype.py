@@ -3,7 +3,9 @@
 float16 needs the short-conv state in float16 too: SGLANG_MAMBA_CONV_DTYPE=float16, which the plugin sets for every
 float16 launch. Without it sglang 0.5.17 dies during CUDA-graph capture ("Expected conv_state.scalar_type() ==
 input_type"; docs/facts.md; sglang #19773, #30178, #31719); that launch runs as a known-failure probe (xfail, not
-strict), so an sglang that fixes it shows up as XPASS.
+strict), so an sglang that fixes it shows up as XPASS. The float16 launch is ``matrix.FLOAT16_VARIANT``: it also
+streams in chunks and forwards calls to unknown tools, for the tool checks that run on it too; neither touches
+/generate's logprobs.
 
 float16 must agree with bfloat16 on the first tokens' logprobs: the top-5 logprobs at every prompt position and at the
 first generated positions (while both dtypes pick the same tokens), and which tokens those are, up to near ties. The
@@ -42,7 +44,7 @@ import pytest
 
 from pytest_lfm import checks
 from pytest_lfm.errors import ServerCrashedError, ServerStartError
-from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.matrix import FLOAT16_VARIANT, LaunchConfig, ModelSpec
 from pytest_lfm.measure.dtypes import (
     KNOWN_FLOAT16_CRASH,
     KNOWN_FLOAT16_ISSUES,
@@ -149,7 +151,7 @@ def test_prompt_logprobs_name_the_prompt_tokens(
                  got=f"(position, token, reported id): {mismatches[:10]} in {len(wrong)} of {len(runs)} prompts")
 
 
-@pytest.mark.lfm_launch(dtype="float16")
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 def test_float16_serves(
     lfm_model: ModelSpec, lfm_script: Script, lfm_live_server: HttpServer,
     lfm_client: openai.OpenAI, lfm_model_name: str,
@@ -173,7 +175,7 @@ def float16_against_bfloat16(
     model = lfm_launch.model
     reference = bfloat16_logprobs.get(model.id)
     if reference is None:
-        bf16_launch = dataclasses.replace(lfm_launch, dtype="bfloat16", env=())
+        bf16_launch = dataclasses.replace(lfm_launch, dtype="bfloat16", extra_args=lfm_settings.server_args, env=())
         reference = bfloat16_logprobs[model.id] = generate_logprobs(pool.server(bf16_launch).base_url,
                                                                     chat_prompts(model, lfm_script))
     measured = generate_logprobs(pool.server(lfm_launch).base_url, [r.prompt for r in reference])
@@ -194,7 +196,7 @@ def float16_against_bfloat16(
                     f"(prefill {gap[0].max_abs:.4f}, decode {gap[1].max_abs:.4f})")}
 
 
-@pytest.mark.lfm_launch(dtype="float16")
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 def test_float16_first_token_logprobs_match_bfloat16(
     request: pytest.FixtureRequest, float16_against_bfloat16: dict[str, Any],
 ) -> None:
@@ -207,7 +209,7 @@ def test_float16_first_token_logprobs_match_bfloat16(
     check_within("float16 vs bfloat16", run["cross"], run["bounds"], run["how"])
 
 
-@pytest.mark.lfm_launch(dtype="float16")
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 def test_float16_top_tokens_match_bfloat16_up_to_near_ties(
     request: pytest.FixtureRequest, float16_against_bfloat16: dict[str, Any],
 ) -> None:
@@ -236,7 +238,7 @@ def test_float16_top_tokens_match_bfloat16_up_to_near_ties(
                     got=f"{first.what}; float16 (id, logprob): {first.second}")
 
 
-@pytest.mark.lfm_launch(dtype="float16")
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 def test_float16_logprobs_match_transformers(
     request: pytest.FixtureRequest, lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_script: Script,
     lfm_runtime_pool: RuntimePool | None, bfloat16_logprobs: dict[str, list[Logprobs]],
