@@ -11,6 +11,9 @@ so an identical prompt splits the cached prompt one token short of its state and
 server log above: the same 12-token prompt three times, "#cached-token: 0" each time); a conversation going on from
 a cached answer reuses prompt + answer (the same log: "#new-token: 16, #cached-token: 21", 12 + 9).
 
+The reference without any cache is the run's sgl.Engine, which runs the same launch with --disable-radix-cache
+(``matrix.parity_engine_launch``): the default server's repeated and extended prompts must give its greedy tokens.
+
 How many tokens came from the cache: ``usage.prompt_tokens_details.cached_tokens`` only on a server launched with
 --enable-cache-report (entrypoints/openai/usage_processor.py:40), which the default launch is not; per request, with
 ``return_cached_tokens_details: true``, as ``sglext.cached_tokens_details.device`` (entrypoints/openai/protocol.py:777,
@@ -26,15 +29,17 @@ import httpx
 import openai
 import pytest
 
-from pytest_lfm import answers, checks
+from pytest_lfm import answers, checks, prompts
 from pytest_lfm.matrix import LaunchConfig, ModelSpec
 from pytest_lfm.micro.script import Script, Turn
+from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_requires("chat")
 
 CACHE_REPORT_FLAG = "--enable-cache-report"
 EXTENSIONS = ("answer-then-answer", "call-then-result")
+GREEDY = {"temperature": 0, "max_new_tokens": 48}
 
 
 def _repeated_turn(script: Script, model: ModelSpec) -> Turn:
@@ -149,3 +154,44 @@ def test_usage_reports_the_cached_prefix_with_enable_cache_report(
     checks.check(details is not None and (details.cached_tokens or 0) >= prompt > 0,
                  "usage.prompt_tokens_details.cached_tokens going on from a cached prompt and answer", request=request,
                  expected=f"at least the first prompt's {prompt} tokens", got=usage)
+
+
+def _generate(http: httpx.Client, ids: list[int]) -> dict[str, Any]:
+    """The server's greedy /generate of ``ids``: its text, output_ids and meta_info."""
+    reply: dict[str, Any] = http.post("/generate", json={"input_ids": ids, "sampling_params": GREEDY}).raise_for_status(
+        ).json()
+    return reply
+
+
+def _ids(tokenizer_path: str, request: dict[str, Any], sglang_version: str) -> list[int]:
+    """The prompt tokens sglang's chat endpoint renders for ``request`` (its messages and tools)."""
+    return prompts.prompt_ids(tokenizer_path, request["messages"], request.get("tools"), sglang_version)
+
+
+@pytest.mark.lfm_live
+@pytest.mark.parametrize("case", ["repeated", *EXTENSIONS])
+def test_cached_prompt_gives_the_radix_less_engines_greedy_tokens(
+    lfm_http: httpx.Client, lfm_engine: SglangEngine, lfm_model_name: str, lfm_model: ModelSpec, lfm_script: Script,
+    lfm_tokenizer_path: str, lfm_sglang_version: str, case: str,
+) -> None:
+    """sglang #36951, #33450 (a wrong short-conv state reused from the radix cache): the server's greedy tokens for a
+    prompt sent three times from a flushed cache, or going on from a cached prompt and answer (twice), equal those of
+    the engine without a radix cache on the same prompt tokens."""
+    answers.flush_cache(lfm_http)
+    if case == "repeated":
+        ids = _ids(lfm_tokenizer_path, _repeated_turn(lfm_script, lfm_model).request(lfm_model_name),
+                   lfm_sglang_version)
+        runs = [_generate(lfm_http, ids) for _ in range(3)]
+    else:
+        first, _ = _extension(lfm_script, lfm_model, case, lfm_model_name)
+        first_answer = _generate(lfm_http, _ids(lfm_tokenizer_path, first, lfm_sglang_version))["text"]
+        _, going_on = _extension(lfm_script, lfm_model, case, lfm_model_name, first_answer)
+        ids = _ids(lfm_tokenizer_path, going_on, lfm_sglang_version)
+        runs = [_generate(lfm_http, ids) for _ in range(2)]
+    want = lfm_engine.generate(input_ids=ids, sampling_params=GREEDY)
+    got = [(r["output_ids"], r["meta_info"].get("cached_tokens")) for r in runs]
+    checks.check(all(r["output_ids"] == want["output_ids"] for r in runs),
+                 f"greedy tokens of a {case} prompt on the server (prefix cache) vs the engine without a radix cache",
+                 request={"input_ids": ids, "sampling_params": GREEDY},
+                 expected=f"{want['output_ids']} ({want['text']!r})",
+                 got=f"(output_ids, cached_tokens) per run: {got} ({[r['text'] for r in runs]!r})")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from pytest_lfm import checks
-from pytest_lfm.micro.script import Turn
+from pytest_lfm.matrix import FLOAT16_VARIANT, STREAM_INTERVAL
+from pytest_lfm.micro.script import Turn, load_script
+from pytest_lfm.settings import Settings
 
 ANSWERS = checks.scripted("answer")
+LONGEST_ANSWER = max((t for t in load_script().turns if t.kind == "answer"), key=lambda t: len(t.content or "")).id
 
 
 def _stream(client: openai.OpenAI, request: dict[str, object]) -> checks.Stream:
@@ -132,3 +136,25 @@ def test_streamed_text_contains_no_special_tokens(lfm_client: openai.OpenAI, lfm
     request = turn.request(lfm_model_name)
     checks.assert_no_special_tokens(_stream(lfm_client, request).only_choice().content,
                                     request={**request, "stream": True})
+
+
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
+@pytest.mark.parametrize("turn", [LONGEST_ANSWER], indirect=True)
+def test_stream_interval_sends_several_tokens_per_chunk(
+    lfm_client: openai.OpenAI, lfm_model_name: str, lfm_settings: Settings, turn: Turn
+) -> None:
+    """sglang --stream-interval N (scheduler_components/output_streamer.py): the output goes out after the first token
+    and then every N tokens, so T tokens come in at most 1 + ceil((T - 1) / N) chunks with content, fewer than T."""
+    if lfm_settings.base_url:
+        pytest.skip("the --stream-interval of a server started elsewhere is not known here")
+    request = {**turn.request(lfm_model_name), "stream_options": {"include_usage": True}}
+    stream = _stream(lfm_client, request)
+    tokens = stream.usage.completion_tokens if stream.usage is not None else 0
+    if tokens < 3:
+        pytest.skip(f"{tokens} completion tokens cannot show chunks of several tokens")
+    with_content = [c for c in stream.chunks if any(p.get("delta", {}).get("content") for p in c.get("choices", ()))]
+    most = 1 + math.ceil((tokens - 1) / STREAM_INTERVAL)
+    checks.check(len(with_content) <= most and len(with_content) < tokens, "chunks with content",
+                 request={**request, "stream": True},
+                 expected=f"at most {most} for {tokens} tokens at --stream-interval {STREAM_INTERVAL}",
+                 got=f"{len(with_content)}: {checks.show(with_content)}")

@@ -4,7 +4,9 @@ LFM2.5 may write text before, between and after its call blocks, and a turn may 
 cards; pytest_lfm/micro/script.json's ``call_text`` turns, which the micro checkpoints are trained on). The parser
 must keep every text part as content and every block's calls as distinct calls, streamed and not. Known upstream
 bugs are xfail(strict=False) naming the issue, so a fixed sglang shows up as XPASS; conformance/parser_corpus.json
-holds the same outputs for the parser alone.
+holds the same outputs for the parser alone. The streamed block checks run on the model's own launch (a delta per
+token) and on the float16 variant, which streams STREAM_INTERVAL tokens per chunk (``matrix.STREAM_INTERVAL``): there
+the end of one block and the start of the next reach the parser in one delta.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import openai
 import pytest
 
 from pytest_lfm import checks
-from pytest_lfm.matrix import ModelSpec
+from pytest_lfm.matrix import FLOAT16_VARIANT, ModelSpec
 from pytest_lfm.micro.script import Turn, load_script
 
 pytestmark = pytest.mark.lfm_requires("tools")
@@ -97,12 +99,15 @@ def test_every_block_gives_its_calls(
     checks.assert_finish_reason(choice, "tool_calls", request=request)
 
 
+@pytest.mark.lfm_launch()
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 @pytest.mark.parametrize("turn", _turns(marks_if=lambda t: len(t.blocks) > 1, mark=INDEXES_EVERY_BLOCK_FROM_ZERO),
                          indirect=True)
 def test_streamed_blocks_keep_distinct_indexes_and_arguments(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, turn: Turn
 ) -> None:
-    """sglang #40291: streamed, every call of every block has its own index, name and unmerged arguments."""
+    """sglang #40291: streamed, every call of every block has its own index, name and unmerged arguments (also in
+    chunks of several tokens: FLOAT16_VARIANT's --stream-interval)."""
     _exact_or_skip(lfm_model)
     request = turn.request(lfm_model_name)
     stream = checks.assemble_stream(lfm_client.chat.completions.create(**request, stream=True))
@@ -110,3 +115,21 @@ def test_streamed_blocks_keep_distinct_indexes_and_arguments(
     checks.check(len(calls) == len(turn.tool_calls), "streamed calls, one index each", request=request,
                  expected=[dict(c) for c in turn.tool_calls], got=stream.chunks)
     checks.assert_calls_equal(calls, turn.tool_calls, request=request)
+
+
+@pytest.mark.lfm_launch()
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
+@pytest.mark.parametrize("turn", _turns(marks_if=lambda t: len(t.blocks) > 1, mark=INDEXES_EVERY_BLOCK_FROM_ZERO),
+                         indirect=True)
+def test_streamed_blocks_equal_the_non_streamed_calls(
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn
+) -> None:
+    """sglang #40291 / OpenAI streaming: the calls assembled by index equal the non-streamed answer's, which has
+    calls to compare (two empty answers are not equal calls), one token per chunk and in chunks of several."""
+    request = turn.request(lfm_model_name)
+    whole = checks.tool_call_dicts(checks.only_choice(lfm_client.chat.completions.create(**request),
+                                                      request=request).message.tool_calls)
+    checks.check(bool(whole), "the non-streamed answer has the calls the turn asks for", request=request,
+                 expected=f"{len(turn.tool_calls)} call(s)", got=whole)
+    stream = checks.assemble_stream(lfm_client.chat.completions.create(**request, stream=True))
+    checks.assert_calls_equal(stream.only_choice().call_dicts(), whole, request={**request, "stream": True})

@@ -2,7 +2,8 @@
 SGLANG_FORWARD_UNKNOWN_TOOLS set (off by default: srt/environ.py:489; function_call/lfm2_detector.py:153-157, and
 base_format_detector.py:85-88 for the JSON form); with it set, the call comes back under the name the model wrote
 (sglang #12226 added that; #40817 asks for it by default). Either way the call's markup stays out of content (#40817:
-another parser handed it back as content).
+another parser handed it back as content). Both checks run on the model's own launch (the variable unset) and on the
+float16 variant, which sets it (``matrix.FLOAT16_VARIANT``).
 
 A micro checkpoint calls the tools of its scripted prompt, and a request without the called tool renders another
 prompt. So the request sends the scripted prompt as token ids (``input_ids``, which 0.5.17's chat endpoint takes in
@@ -21,14 +22,13 @@ import openai
 import pytest
 
 from pytest_lfm import checks, prompts
-from pytest_lfm.matrix import LaunchConfig, ModelSpec
+from pytest_lfm.matrix import FLOAT16_VARIANT, FORWARD_UNKNOWN_TOOLS_ENV, LaunchConfig, ModelSpec
 from pytest_lfm.micro.script import Turn
 from pytest_lfm.settings import Settings
 
 pytestmark = pytest.mark.lfm_requires("tools")
 
 CALL = checks.scripted("call")[:1]
-FORWARD_ENV = "SGLANG_FORWARD_UNKNOWN_TOOLS"
 
 
 def _answer(client: openai.OpenAI, request: dict[str, Any]) -> tuple[str, list[dict[str, Any]], Any]:
@@ -50,7 +50,7 @@ def _unknown_tool_answer(
     if not checks.exact(model):
         pytest.skip("only a micro checkpoint is known to call its scripted tool from the scripted prompt's tokens")
     if settings.base_url:
-        pytest.skip(f"whether a server started elsewhere runs with {FORWARD_ENV} is not known here")
+        pytest.skip(f"whether a server started elsewhere runs with {FORWARD_UNKNOWN_TOOLS_ENV} is not known here")
     called = {c["name"] for c in turn.tool_calls}
     offered = [t for t in turn.tools if t["function"]["name"] not in called]
     if not offered:
@@ -64,22 +64,29 @@ def _unknown_tool_answer(
     return (request, *_answer(client, request))
 
 
+@pytest.mark.lfm_launch()
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("turn", CALL, indirect=True)
 def test_call_to_a_tool_the_request_lacks_follows_forward_unknown_tools(
     lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec, lfm_tokenizer_path: str,
     lfm_sglang_version: str, lfm_launch: LaunchConfig, lfm_settings: Settings, turn: Turn, stream: bool,
 ) -> None:
-    """sglang #40817 (SGLANG_FORWARD_UNKNOWN_TOOLS off, the default: a call to a tool the request lacks is dropped)."""
+    """sglang #40817 / #12226: dropped with SGLANG_FORWARD_UNKNOWN_TOOLS off (the default), forwarded under the name
+    the model wrote with it on (FLOAT16_VARIANT)."""
     request, _, calls, got = _unknown_tool_answer(lfm_client, lfm_model_name, lfm_model, lfm_tokenizer_path,
                                                   lfm_sglang_version, lfm_settings, turn, stream)
-    if lfm_launch.environment().get(FORWARD_ENV, "").lower() in ("1", "true", "yes"):
+    if lfm_launch.environment().get(FORWARD_UNKNOWN_TOOLS_ENV, "").lower() in ("1", "true", "yes"):
+        checks.check(bool(calls), f"a call to a tool the request lacks, {FORWARD_UNKNOWN_TOOLS_ENV}=1", request=request,
+                     expected=f"the call, forwarded: {list(turn.tool_calls)}", got=got)
         checks.assert_calls_equal(calls, turn.tool_calls, request=request)
     else:
-        checks.check(not calls, f"a call to a tool the request lacks, {FORWARD_ENV} unset", request=request,
-                     expected="no call: sglang drops it", got=got)
+        checks.check(not calls, f"a call to a tool the request lacks, {FORWARD_UNKNOWN_TOOLS_ENV} unset",
+                     request=request, expected="no call: sglang drops it", got=got)
 
 
+@pytest.mark.lfm_launch()
+@pytest.mark.lfm_launch(**FLOAT16_VARIANT)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("turn", CALL, indirect=True)
 def test_call_to_a_tool_the_request_lacks_leaves_no_call_text_in_content(

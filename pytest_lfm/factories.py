@@ -25,7 +25,7 @@ import pytest
 
 from pytest_lfm import clients, report
 from pytest_lfm.errors import ExternalServerError
-from pytest_lfm.matrix import LaunchConfig
+from pytest_lfm.matrix import LaunchConfig, parity_engine_launch
 from pytest_lfm.messages import NO_RUNTIME
 from pytest_lfm.recording.replay import ReplayServer
 from pytest_lfm.recording.store import Store
@@ -79,9 +79,10 @@ def lfm_engine_fixture(
         def lfm_engine(
             lfm_settings: Settings, lfm_launch: LaunchConfig, lfm_runtime_pool: RuntimePool | None,
         ) -> Iterator[SglangEngine]:
-            """An offline sgl.Engine for the configuration under test: one per configuration, stopped after its last
-            test."""
-            yield from _engine(lfm_settings, lfm_runtime_pool, lfm_launch)
+            """An offline sgl.Engine for the configuration under test, without the radix cache (the reference for
+            the server's prefix cache: ``matrix.parity_engine_launch``): one per configuration, stopped after its
+            last test."""
+            yield from _engine(lfm_settings, lfm_runtime_pool, parity_engine_launch(lfm_launch))
 
         return pytest.fixture(scope="session")(lfm_engine)
 

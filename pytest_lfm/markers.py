@@ -39,6 +39,19 @@ MARKERS: dict[str, Callable[..., None]] = {"lfm_requires": requires_marker, "lfm
                                            "lfm_live": live_marker}
 
 
+def launch_variants(node: pytest.Function | pytest.Item) -> list[dict[str, Any]]:
+    """The launch variants a test runs on: one per ``lfm_launch`` marker (stacked markers run it on each, ``{}`` being
+    the configuration under test), else ``[{}]``."""
+    variants = []
+    for marker in node.iter_markers("lfm_launch"):
+        try:
+            launch_marker(*marker.args, **marker.kwargs)
+        except (TypeError, ValueError) as exc:
+            raise pytest.UsageError(f"{node.nodeid}: bad @pytest.mark.lfm_launch: {exc}") from None
+        variants.append(dict(marker.kwargs))
+    return variants or [{}]
+
+
 def marker_kwargs(node: pytest.Function | pytest.Item, name: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     marker = node.get_closest_marker(name)
     if marker is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,29 @@ PROMETHEUS_MULTIPROC_DIR for this process and every server started after it."""
 # float16 needs the short-conv state in float16 too (docs/facts.md, float16; sglang #19773, #30178, #31719)
 DTYPE_ENV: dict[str, dict[str, str]] = {"float16": {"SGLANG_MAMBA_CONV_DTYPE": "float16"}}
 
+STREAM_INTERVAL = 8
+"""Tokens per streamed chunk on the float16 variant (sglang --stream-interval N sends a request's output after its
+first token and then every N tokens: scheduler_components/output_streamer.py, ``len(output_ids) % N == 1``). A micro
+checkpoint's two-block answer is 24 tokens and <|im_end|>, 12 per block: with 8 it comes in 4 chunks (tokens 1,
+2-9, 10-17, 18-25), the third holding the end of the first block and the start of the second, so the parser gets a
+block's end and the next block's start in one delta."""
+FORWARD_UNKNOWN_TOOLS_ENV = "SGLANG_FORWARD_UNKNOWN_TOOLS"
+FLOAT16_VARIANT: dict[str, Any] = {
+    "dtype": "float16", "extra_args": ("--stream-interval", str(STREAM_INTERVAL)),
+    "env": {FORWARD_UNKNOWN_TOOLS_ENV: "1"}}
+"""The float16 launch (``@pytest.mark.lfm_launch(**FLOAT16_VARIANT)``): the dtype suite's, which also streams in
+chunks and forwards calls to unknown tools, so that those checks need no launch of their own (LAUNCH_REASONS)."""
+DISABLE_RADIX_CACHE = "--disable-radix-cache"
+LAUNCH_REASONS: dict[str, str] = {
+    "--stream-interval": ("streams several tokens per chunk: call blocks split across and joined in deltas "
+                          "(conformance/test_tool_text.py; sglang #40291)"),
+    f"{FORWARD_UNKNOWN_TOOLS_ENV}=1": ("forwards a call to a tool the request lacks "
+                                       "(conformance/test_unknown_tools.py; function_call/lfm2_detector.py)"),
+    DISABLE_RADIX_CACHE: ("the engine is the prefix cache's reference: greedy outputs without one "
+                          "(conformance/test_prefix_cache.py; sglang #36951, #33450)"),
+}
+"""Why a launch carries an argument or environment variable that the model's own launch lacks, keyed by what its
+configuration id then holds: the launch plan and the report show it."""
 # one budget per GPU name prefix, or several ([[model.latency_budgets."GPU"]]), each for one launch profile and one
 # concurrency (defaults: "default", 1)
 _BUDGET = {
@@ -204,6 +227,20 @@ class LaunchConfig:
                 kwargs[key] = True
                 i += 1
         return kwargs
+
+
+def launch_reasons(config_id: str) -> list[str]:
+    """``LAUNCH_REASONS`` of what the configuration id holds, as "what: why"."""
+    return [f"{key}: {why}" for key, why in LAUNCH_REASONS.items() if key in config_id]
+
+
+def parity_engine_launch(config: LaunchConfig) -> LaunchConfig:
+    """The sgl.Engine of a configuration: its launch without the radix cache, so that the engine's greedy outputs are
+    what the server's prefix cache must reproduce. Its other checks (same outputs as the server, batch as one by one,
+    shutdown) hold with and without the cache."""
+    if DISABLE_RADIX_CACHE in config.extra_args:
+        return config
+    return replace(config, extra_args=(*config.extra_args, DISABLE_RADIX_CACHE))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_lfm import report
-from pytest_lfm.markers import MARKERS, marker_kwargs
+from pytest_lfm.markers import MARKERS, launch_variants, marker_kwargs
 from pytest_lfm.matrix import LaunchConfig, MatrixError, load_matrix
 from pytest_lfm.measure.fidelity import FIDELITY_MARKER
 from pytest_lfm.messages import Messages
@@ -109,23 +109,23 @@ def _launch_configs(metafunc: pytest.Metafunc) -> list[Any]:
     config = metafunc.config
     settings = config.stash[RUN].settings
     required, _ = marker_kwargs(metafunc.definition, "lfm_requires")
-    _, variant = marker_kwargs(metafunc.definition, "lfm_launch")
-    dtypes = (variant["dtype"],) if variant.get("dtype") else settings.dtypes
     params = []
+    launches: list[LaunchConfig] = []
     for model in config.stash[RUN].selected:
-        for dtype in dtypes:
-            launch = LaunchConfig(
-                model, dtype, variant.get("profile", "default"),
-                (*settings.server_args, *variant.get("extra_args", ())),
-                tuple(sorted(variant.get("env", {}).items())),
-            )
-            missing = set(required) - model.capabilities
-            marks = [pytest.mark.xdist_group(model.id)]  # all tests of one model on one worker (loadgroup)
-            if missing:
-                marks.append(pytest.mark.skip(reason=f"{model.id} lacks capability {', '.join(sorted(missing))}"))
-            elif dtype not in model.dtypes:
-                marks.append(pytest.mark.skip(reason=f"{model.id} is not qualified for {dtype} (matrix dtypes)"))
-            params.append(pytest.param(launch, id=launch.id, marks=marks))
+        for variant in launch_variants(metafunc.definition):
+            launches += [LaunchConfig(model, dtype, variant.get("profile", "default"),
+                                      (*settings.server_args, *variant.get("extra_args", ())),
+                                      tuple(sorted(variant.get("env", {}).items())))
+                         for dtype in ((variant["dtype"],) if variant.get("dtype") else settings.dtypes)]
+    for launch in dict.fromkeys(launches):  # stacked variants that make one configuration run once
+        model = launch.model
+        missing = set(required) - model.capabilities
+        marks = [pytest.mark.xdist_group(model.id)]  # all tests of one model on one worker (loadgroup)
+        if missing:
+            marks.append(pytest.mark.skip(reason=f"{model.id} lacks capability {', '.join(sorted(missing))}"))
+        elif launch.dtype not in model.dtypes:
+            marks.append(pytest.mark.skip(reason=f"{model.id} is not qualified for {launch.dtype} (matrix dtypes)"))
+        params.append(pytest.param(launch, id=launch.id, marks=marks))
     return params
 
 
@@ -141,7 +141,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     order the tests by runtime configuration and make the launch plan from that order."""
     settings = config.stash[RUN].settings
     dropped = [item for item in items if (settings.replay_dir and item.get_closest_marker("lfm_live"))
-               or (settings.level == "quick" and quick_leaves_out(item))]
+               or (settings.level == "quick" and quick_leaves_out(item, settings))]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         kept = set(map(id, dropped))

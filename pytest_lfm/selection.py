@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_lfm.markers import marker_kwargs
+from pytest_lfm.markers import launch_variants
 from pytest_lfm.matrix import LaunchConfig
 from pytest_lfm.runtime import plan
 from pytest_lfm.settings import Settings
@@ -14,11 +14,20 @@ QUICK_LEAVES_OUT = "not in the quick level (--lfm-level quick): a launch variant
 FIDELITY_OPT_IN = "opt-in (it starts sglang.bench_serving several times): select it with -m lfm_fidelity"
 
 
-def quick_leaves_out(item: pytest.Item) -> bool:
-    """The quick level runs the functional suites on each model's own server only."""
-    _, variant = marker_kwargs(item, "lfm_launch")
+def own_launch(settings: Settings, launch: LaunchConfig) -> bool:
+    """Whether ``launch`` is its model's own configuration in a dtype the run asks for (not a variant)."""
+    return launch.dtype in settings.dtypes and launch == LaunchConfig(
+        launch.model, launch.dtype, "default", settings.server_args)
+
+
+def quick_leaves_out(item: pytest.Item, settings: Settings) -> bool:
+    """The quick level runs the functional suites on each model's own server only: a test's variants (what an
+    ``lfm_launch`` marker with arguments asks for) are left out, and of stacked markers the one without arguments
+    (the configuration under test) stays."""
+    launch = plan.launch_of(item)
+    variant = launch is not None and not ({} in launch_variants(item) and own_launch(settings, launch))
     names = set(getattr(item, "fixturenames", ()))
-    return bool(variant) or "lfm_engine" in names or plan.is_quiet(item) or (
+    return variant or "lfm_engine" in names or plan.is_quiet(item) or (
         "lfm_runtime_pool" in plan.own_args(item) and "lfm_server" not in names)
 
 
@@ -36,9 +45,8 @@ def order_key(settings: Settings, models: list[str], item: pytest.Item, first: d
     order = first.setdefault(plan.launch_key(kind, launch), len(first))
     # an engine test that compares with the server waits for it: the engine's own tests go first
     drives = int("lfm_runtime_pool" in plan.own_args(item)) * 2 + int(kind == "engine" and "lfm_server" in names)
-    own = LaunchConfig(launch.model, launch.dtype, "default", settings.server_args)
     block = ((0, models.index(launch.model.id), settings.dtypes.index(launch.dtype), kind != "engine")
-             if launch == own and launch.dtype in settings.dtypes else (1, order, 0, 0))
+             if own_launch(settings, launch) else (1, order, 0, 0))
     return (int(plan.is_quiet(item)), *block, drives)
 
 

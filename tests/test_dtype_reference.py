@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_lfm.measure import logprobs
+from pytest_lfm.measure import logprobs, routing
 from pytest_lfm.measure.workload import load_tokenizer
 
 pytest.importorskip("transformers")
@@ -167,3 +167,85 @@ def test_rank_changes_cover_prompt_and_generated_positions_with_their_own_bound(
     assert [(c.phase, c.position) for c in loose_prefill] == [("decode", 0)]
     assert logprobs.rank_changes(spans, [first], [second], (0.05, 0.5)) == [
         logprobs.RankChange("prefill", "p", 1, loose_prefill[0].what, tie, swapped)]
+
+
+# ---------------------------------------------------------------- MoE routing near ties
+
+
+def _tiny_moe(layer_types: list[str]) -> object:
+    """A randomly initialised Lfm2Moe of four layers, the last two MoE (8 experts, top-2), in float32."""
+    import torch
+    from transformers import Lfm2MoeConfig, Lfm2MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Lfm2MoeConfig(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                           num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, num_dense_layers=2,
+                           num_experts=8, num_experts_per_tok=2, layer_types=layer_types, conv_L_cache=3,
+                           use_expert_bias=True, max_position_embeddings=64)
+    model = Lfm2MoeForCausalLM(config).eval()
+    for _, gate, _ in routing.moe_gates(model):
+        torch.nn.init.normal_(gate.weight, std=0.5)  # routers start at zero: every expert tied
+    return model
+
+
+IDS = [1, 5, 9, 13, 17, 21, 25, 29]
+
+
+def test_near_ties_find_every_moe_layer_and_reach_as_far_as_the_convolutions_after_it() -> None:
+    model = _tiny_moe(["full_attention", "conv", "full_attention", "conv"])
+    assert [layer for layer, _, bias in routing.moe_gates(model) if bias is not None] == [2, 3]
+    assert routing.near_ties(model, IDS, 0.0) == []  # exact scores: no two experts tie
+    ties = routing.near_ties(model, IDS, 1.0)  # rounding as large as the values: every routing may flip
+    assert sorted({(t.layer, t.position) for t in ties}) == [(layer, p) for layer in (2, 3) for p in range(len(IDS))]
+    assert {t.layer: t.reach for t in ties} == {2: 2, 3: 0}  # one conv after layer 2, looking back 2 tokens
+    assert all(0 <= t.margin <= t.bound and t.chosen != t.unchosen for t in ties)
+    late = next(t for t in ties if t.layer == 2 and t.position == len(IDS) - 1)
+    assert routing.near_tie_rows([late], len(IDS)) == {len(IDS) - 1}  # clipped to the sequence
+
+
+def test_a_margin_within_the_rounding_bound_is_a_near_tie_and_one_beyond_it_is_not() -> None:
+    import torch
+
+    model = _tiny_moe(["conv", "full_attention", "conv", "full_attention"])
+    layer, gate, bias = routing.moe_gates(model)[0]
+    position, u = 3, 2 * routing.ROUNDOFF["float16"]
+    inputs: list[torch.Tensor] = []
+    hook = gate.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([IDS]))
+    hook.remove()
+    x = inputs[0].reshape(len(IDS), -1)[position]
+    scores = torch.sigmoid(gate.weight @ x) + bias
+    bound = u * ((gate.weight.abs() @ x.abs()) + (gate.weight @ x).abs()) / 4
+    ranked = scores.argsort(descending=True).tolist()
+    chosen, unchosen = ranked[1], ranked[2]  # the second chosen and the best unchosen expert
+    for margin, tied in ((0.5, True), (2.0, False)):  # in units of the two experts' bound
+        with torch.no_grad():
+            bias[unchosen] += scores[chosen] - scores[unchosen] - margin * (bound[chosen] + bound[unchosen])
+        ties = [t for t in routing.near_ties(model, IDS, u) if (t.layer, t.position) == (layer, position)]
+        assert bool(ties) == tied, (margin, ties)
+        if tied:
+            assert (ties[0].chosen, ties[0].unchosen) == (chosen, unchosen)
+            assert ties[0].margin == pytest.approx(0.5 * ties[0].bound, rel=1e-3)
+        with torch.no_grad():
+            scores = torch.sigmoid(gate.weight @ x) + bias
+
+
+def test_left_out_positions_are_not_compared() -> None:
+    ids = [1, 2, 3, 4]
+    first, second = _logprobs(ids, [5, 6]), _logprobs(ids, [5, 6])
+    second.prompt_top[1][0] = -0.25  # prompt position 1
+    second.prompt_top[2][0] = -0.125  # prompt position 2
+    second.output_top[0] = [-0.5] * 5  # model position 3, the first generated
+    spans, rows = _spans(first, second), ([logprobs.position_rows(first)], [logprobs.position_rows(second)])
+    prefill, decode = logprobs.phase_differences(spans, *rows, [frozenset({1, 3})])
+    assert (prefill.max_abs, prefill.position, decode.max_abs) == (0.125, 2, 0.0)
+    assert logprobs.phase_differences(spans, *rows)[0].max_abs == 0.25
+
+
+def test_a_model_without_moe_layers_has_no_near_ties_and_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "load_reference", lambda *_: pytest.fail("a dense model needs no routing run"))
+    monkeypatch.setattr(routing, "reference_sequences", lambda *_: [[1, 2, 3]])
+    run = _logprobs([1, 2, 3], [4])
+    found = routing.reference_near_ties(_Model("no-checkpoint"), [run], [1], ("float16", "bfloat16"))
+    assert found == ([[]], [frozenset()])

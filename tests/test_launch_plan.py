@@ -161,17 +161,19 @@ def pytest_collection_finish(session):
 def pytest_addoption(parser):
     parser.addoption("--lfm-dump-to")
 """
+RADIX_LESS = "---disable-radix-cache"  # what an engine's configuration id adds to its model's
 PLAN_LINE = re.compile(r"^\s*(\d+)\. (engine|server) (.+?)\s+(\d+) tests")
 
 
-@pytest.mark.parametrize(("args", "launches"), [((), 16), (("--lfm-dtype", "both"), 23)], ids=["default", "both"])
+@pytest.mark.parametrize(("args", "launches"), [((), 16), (("--lfm-dtype", "both"), 26)], ids=["default", "both"])
 def test_collection_plans_one_launch_per_runtime_configuration(
     tmp_path: Path, visible_gpus: Callable[[int], None], args: tuple[str, ...], launches: int,
 ) -> None:
     """The conformance suites of the micro selection name each runtime configuration in many tests: the plan
     launches each (kind, configuration) once, in the order the sorted tests first need them, each model's engine
-    before its server. With both dtypes every variant runs in each dtype, and the float16 probe's configuration is
-    the model's own float16 one: 23 launches, not 26."""
+    before its server; an engine is its configuration without the radix cache. With both dtypes every variant runs
+    in each dtype, and the float16 variant (FLOAT16_VARIANT: --stream-interval, SGLANG_FORWARD_UNKNOWN_TOOLS) is a
+    configuration of its own beside the model's own float16 one: 26 launches."""
     visible_gpus(1)
     (tmp_path / "lfm_dump.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "items.json"
@@ -193,15 +195,19 @@ def test_collection_plans_one_launch_per_runtime_configuration(
     models = ["micro-dense", "micro-moe", "micro-vl"]
     dtypes = ["", "-float16"] if args else [""]
     own = [f"{m}{d}" for m in models for d in dtypes]
-    assert engines == own  # each engine once, one per configuration a model has of its own
+    assert engines == [c + RADIX_LESS for c in own]  # each engine once, one per configuration of a model
     # each model's own configurations first, in selection order, its engine right before its server
-    assert planned[:2 * len(own)] == [(kind, config) for config in own for kind in ("engine", "server")]
+    assert planned[:2 * len(own)] == [(kind, config + RADIX_LESS if kind == "engine" else config)
+                                      for config in own for kind in ("engine", "server")]
     assert all(kind == "server" for kind, _ in planned[2 * len(own):])
     # what the plan launches is exactly what the collected tests that are not skipped need, in their order
     items = [row for row in json.loads(dump.read_text()) if row["runtime"] and not row["skipped"]]
     in_item_order = list(dict.fromkeys(row["config"] for row in items))
-    assert list(dict.fromkeys(config for _, config in planned)) == in_item_order
-    assert sorted({row["config"] for row in items if row["engine"]}) == sorted(engines)
+    assert list(dict.fromkeys(config.removesuffix(RADIX_LESS) for _, config in planned)) == in_item_order
+    assert sorted({row["config"] + RADIX_LESS for row in items if row["engine"]}) == sorted(engines)
+    reasons = [line.strip() for line in result.stdout.splitlines() if line.startswith("      ")]
+    assert any(r.startswith("--stream-interval: ") for r in reasons), reasons  # why a variant carries its arguments
+    assert any(r.startswith("--disable-radix-cache: ") for r in reasons), reasons
 
 
 def test_estimate_from_weights_kv_pool_conv_state_pool_and_overhead(tmp_path: Path) -> None:

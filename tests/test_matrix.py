@@ -244,6 +244,31 @@ def test_tools(lfm_server): pass
         assert all("float16" in b or "low-latency" in b for b in blocks[2:]), blocks
 
 
+def test_stacked_launch_markers_run_a_test_on_each_variant_and_quick_keeps_the_own_one(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_a="""
+import pytest
+@pytest.mark.lfm_launch()
+@pytest.mark.lfm_launch(dtype="float16", extra_args=("--stream-interval", "8"), env={"X": "1"})
+def test_both(lfm_server): pass
+@pytest.mark.lfm_launch(dtype="bfloat16")
+def test_bf16_variant(lfm_server): pass
+""")
+    def collected(*extra: str) -> list[str]:
+        result = pytester.runpytest("--collect-only", "-q", "--lfm-model", "micro-dense", "-p", "no:cacheprovider",
+                                    *extra)
+        return sorted(line for line in result.outlines if "::" in line)
+
+    variant = "micro-dense-float16---stream-interval 8-X=1"
+    assert collected() == sorted(["test_a.py::test_bf16_variant[micro-dense]", "test_a.py::test_both[micro-dense]",
+                                  f"test_a.py::test_both[{variant}]"])
+    # --lfm-dtype float16: the unmarked variant and the float16 one are two configurations, bfloat16's stays one
+    assert f"test_a.py::test_both[{variant}]" in collected("--lfm-dtype", "float16")
+    # the quick level: a marker with arguments asks for a variant, which it leaves out
+    assert collected("--lfm-level", "quick") == ["test_a.py::test_both[micro-dense]"]
+
+
 TWINS = """
 [[model]]
 id = "org-a/LFM2-350M-ft"

@@ -139,34 +139,57 @@ def position_ids(logprobs: Logprobs) -> list[list[int]]:
 Span = tuple[str, int, int]  # (prompt, prompt tokens n, generated positions compared k)
 
 
-def phase_differences(spans: Sequence[Span], a: Sequence[Sequence[list[float]]], b: Sequence[Sequence[list[float]]]
-                      ) -> tuple[Difference, Difference]:
+Excluded = Sequence[frozenset[int]]  # per span, model positions left out of a comparison (``routing.near_tie_rows``)
+
+
+def _kept(excluded: Excluded | None, spans: Sequence[Span]) -> Excluded:
+    return excluded if excluded is not None else [frozenset()] * len(spans)
+
+
+def phase_differences(spans: Sequence[Span], a: Sequence[Sequence[list[float]]], b: Sequence[Sequence[list[float]]],
+                      excluded: Excluded | None = None) -> tuple[Difference, Difference]:
     """The largest differences of two runs' top-k logprobs at the prompt positions and the compared generated
-    positions (indexed from the first generated token)."""
-    rows = list(zip(spans, a, b, strict=True))
-    prefill = _largest_difference([(p, i, x[i], y[i]) for (p, n, _), x, y in rows for i in range(n - 1)])
-    decode = _largest_difference([(p, i, x[n - 1 + i], y[n - 1 + i]) for (p, n, k), x, y in rows for i in range(k)])
+    positions (indexed from the first generated token), but the ``excluded`` model positions."""
+    rows = list(zip(spans, a, b, _kept(excluded, spans), strict=True))
+    prefill = _largest_difference([(p, i, x[i], y[i]) for (p, n, _), x, y, out in rows for i in range(n - 1)
+                                   if i not in out])
+    decode = _largest_difference([(p, i, x[n - 1 + i], y[n - 1 + i]) for (p, n, k), x, y, out in rows
+                                  for i in range(k) if n - 1 + i not in out])
     return prefill, decode
 
 
-def _reference_top(path: str, family: str, dtype: str, sequences: Sequence[Sequence[int]]) -> list[list[list[float]]]:
-    """transformers' top-k logprobs (best first) at every position of each token sequence, in ``dtype``, on the GPU
-    when torch sees one (as sglang's HF-parity tests run it), else on the CPU."""
+def load_reference(path: str, family: str, dtype: str) -> Any:
+    """The transformers model at ``path`` in ``dtype``, on the GPU when torch sees one (as sglang's HF-parity tests
+    run it), else on the CPU; release it with ``release_reference``."""
     import torch
     import transformers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     auto: Any = transformers.AutoModelForImageTextToText if family == "vl" else transformers.AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+    return auto.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+
+
+def release_reference(model: Any) -> None:
+    import torch
+
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _reference_top(path: str, family: str, dtype: str, sequences: Sequence[Sequence[int]]) -> list[list[list[float]]]:
+    """transformers' top-k logprobs (best first) at every position of each token sequence, in ``dtype``."""
+    import torch
+
+    model = load_reference(path, family, dtype)
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for ids in sequences:
             logits = model(input_ids=torch.tensor([list(ids)], device=device)).logits[0].float()
             top = torch.log_softmax(logits, dim=-1).topk(TOP_LOGPROBS, dim=-1).values
             out.append(top.tolist())
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_reference(model)
     return out
 
 
@@ -222,8 +245,13 @@ def reference_tops(model: ModelSpec, runs: Sequence[Logprobs], generated: Sequen
                    ) -> dict[str, list[list[list[float]]]]:
     """transformers' top-k logprobs, per dtype, at every position of each run's prompt followed by the run's first
     ``generated[i] - 1`` output tokens (the contexts of its first ``generated[i]`` generated positions)."""
-    sequences = [computed_ids(model, r) + r.output_ids[: max(k - 1, 0)] for r, k in zip(runs, generated, strict=True)]
+    sequences = reference_sequences(model, runs, generated)
     return {d: _reference_top(model.model_path(), model.family, d, sequences) for d in dtypes}
+
+
+def reference_sequences(model: ModelSpec, runs: Sequence[Logprobs], generated: Sequence[int]) -> list[list[int]]:
+    """What the reference runs on: each run's prompt followed by its first ``generated[i] - 1`` output tokens."""
+    return [computed_ids(model, r) + r.output_ids[: max(k - 1, 0)] for r, k in zip(runs, generated, strict=True)]
 
 
 def check_within(what: str, diffs: tuple[Difference, Difference], bounds: tuple[float, float], how: str) -> None:
@@ -240,13 +268,14 @@ def difference_figures(diffs: tuple[Difference, Difference], bounds: tuple[float
 
 
 def prompt_shifts(spans: Sequence[Span], ours: Sequence[Sequence[list[float]]],
-                  reference: Sequence[Sequence[list[float]]]) -> dict[int, float]:
+                  reference: Sequence[Sequence[list[float]]], excluded: Excluded | None = None) -> dict[int, float]:
     """The largest prompt-position difference with sglang's rows compared to the reference's ``shift`` positions
-    later (-1, 0, +1): a diagnosis for a mismatch, whether it is numbers or an off-by-one alignment."""
+    later (-1, 0, +1), but at ``excluded`` positions: a diagnosis for a mismatch, numbers or an off-by-one."""
     out = {}
     for shift in (-1, 0, 1):
-        pairs = [(p, i, x[i], y[i + shift]) for (p, n, _), x, y in zip(spans, ours, reference, strict=True)
-                 for i in range(max(0, -shift), n - 1 - max(0, shift))]
+        pairs = [(p, i, x[i], y[i + shift])
+                 for (p, n, _), x, y, left in zip(spans, ours, reference, _kept(excluded, spans), strict=True)
+                 for i in range(max(0, -shift), n - 1 - max(0, shift)) if i not in left and i + shift not in left]
         out[shift] = _largest_difference(pairs).max_abs
     return out
 
@@ -290,16 +319,17 @@ def _rank_change(first: dict[int, float], second: dict[int, float], delta: float
 
 
 def rank_changes(spans: Sequence[Span], first: Sequence[Logprobs], second: Sequence[Logprobs],
-                 bounds: tuple[float, float]) -> list[RankChange]:
-    """Every compared position (prompt and generated, as ``phase_differences``) whose top-k tokens are not the same
-    ranking within the phase's ``bounds`` per token: another token set or order than a near tie allows."""
+                 bounds: tuple[float, float], excluded: Excluded | None = None) -> list[RankChange]:
+    """Every compared position (prompt and generated, as ``phase_differences``, but the ``excluded`` ones) whose
+    top-k tokens are not the same ranking within the phase's ``bounds`` per token: another token set or order than a
+    near tie allows."""
     out = []
-    for (prompt, n, k), a, b in zip(spans, first, second, strict=True):
+    for (prompt, n, k), a, b, left in zip(spans, first, second, _kept(excluded, spans), strict=True):
         rows_a, rows_b = position_rows(a), position_rows(b)
         ids_a, ids_b = position_ids(a), position_ids(b)
         places = [("prefill", i, i, bounds[0]) for i in range(n - 1)]
         places += [("decode", i, n - 1 + i, bounds[1]) for i in range(k)]
-        for phase, position, row, delta in places:
+        for phase, position, row, delta in [p for p in places if p[2] not in left]:
             one = list(zip(ids_a[row], rows_a[row], strict=True))
             two = list(zip(ids_b[row], rows_b[row], strict=True))
             why = _rank_change(dict(one), dict(two), delta)

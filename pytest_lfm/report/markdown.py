@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pytest_lfm.matrix import launch_reasons
 from pytest_lfm.report.notes import PROMPT_FINGERPRINT, PROMPT_TOKENS
 from pytest_lfm.report.schema import KEY_FIGURES, STATUSES
 
@@ -73,11 +74,11 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     if data["launches"]:
         lines += ["## Runtime launches", "",
                   *table(["config", "kind", "worker", "GPUs", "planned", "background", "tests", "started s",
-                           "startup s", "of it building s", "GiB held", "error", "arguments"],
+                           "startup s", "of it building s", "GiB held", "error", "arguments", "why"],
                           ((x["config"], x["kind"], x.get("worker"), ",".join(map(str, x["gpus"])),
                             x.get("planned"), x.get("background"), x.get("tests"), x.get("started_s"),
                             x.get("startup_seconds"), x.get("build_seconds"), _gib(x.get("memory_mib")), x.get("error"),
-                            " ".join(x["args"]))
+                            " ".join(x["args"]), "; ".join(launch_reasons(x["config"])) or "-")
                            for x in data["launches"])), ""]
     lines += ["## Verdicts", "", *table(list(data["summary"]), [list(data["summary"].values())]), ""]
     flagged = [c for c in data["checks"] if c["status"] in ("fail", "xpass", "xfail", "skip")]

@@ -37,6 +37,7 @@ REFERENCE_MAX_ABS_DIFF: Final = "reference_max_abs_diff"
 PROMPT_ID_MISMATCHES: Final = "prompt_id_mismatches"
 PROMPT_LOGPROB_SHIFTS: Final = "prompt_logprob_shifts"
 TOP_K_RANK_CHANGES: Final = "top_k_rank_changes"
+ROUTING_NEAR_TIES: Final = "routing_near_ties"
 
 
 class LatencyNote(TypedDict, total=False):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm.matrix import LaunchConfig, flag_value
+from pytest_lfm.matrix import LaunchConfig, flag_value, launch_reasons, parity_engine_launch
 
 QUIET_FIXTURE = "lfm_quiet"
 """Tests that use this fixture measure time or memory: they run last, alone on their GPUs."""
@@ -58,7 +58,8 @@ def marked_to_skip(item: pytest.Item) -> bool:
 
 
 def needs(item: pytest.Item) -> list[tuple[str, LaunchConfig]]:
-    """The runtimes this test will ask the pool for: its configuration's server and/or engine."""
+    """The runtimes this test will ask the pool for: its configuration's server and/or engine (that configuration
+    without the radix cache: ``matrix.parity_engine_launch``)."""
     launch = launch_of(item)
     if launch is None or marked_to_skip(item):
         return []
@@ -67,7 +68,7 @@ def needs(item: pytest.Item) -> list[tuple[str, LaunchConfig]]:
     if "lfm_server" in names or ("lfm_runtime_pool" in own_args(item) and "lfm_engine" not in names):
         wanted.append(("server", launch))
     if "lfm_engine" in names:
-        wanted.append(("engine", launch))
+        wanted.append(("engine", parity_engine_launch(launch)))
     return wanted
 
 
@@ -174,4 +175,5 @@ def describe(plan: Sequence[PlannedLaunch], *, where: str, estimates: dict[str, 
         quiet = f", {launch.quiet_tests} alone" if launch.quiet_tests else ""
         lines.append(f"  {index:2d}. {launch.kind:6s} {launch.config.id:{width}s}  {len(launch.tests):4d} tests"
                      f"{quiet}  {size}  {' '.join(launch.config.server_args())}")
+        lines += [f"      {reason}" for reason in launch_reasons(launch.config.id)]
     return lines
