@@ -50,6 +50,11 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
          "model 'x', field latency_budgets.NVIDIA H100: two budgets for profile 'default' at concurrency 1"),
         ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nlaunch_arg = []\n',
          "model 'x', field (entry): Additional properties are not allowed ('launch_arg' was unexpected)"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = ["chat", "reasoning"]\nchat_template = "lfm2.5"\n'
+         'launch_args = ["--tool-call-parser", "lfm2"]\n',
+         "model 'x', field launch_args: capability 'reasoning' needs --reasoning-parser NAME there"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nsuccessor = "x"\n',
+         "model 'x', field successor: names the model itself"),
         ("model = 3\n", "3 is not of type 'array'"),
         ("[[model]\n", "not a readable TOML file"),
     ],
@@ -174,7 +179,7 @@ def test_x(lfm_model): pass
     # raised while parametrizing, the UsageError is reported as a collection error: nothing runs
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*UsageError*::test_x: bad @pytest.mark.lfm_requires: lfm_requires takes "
-                                 "capabilities from ('chat', 'tools', 'vision'), got ('smell',)*",
+                                 "capabilities from ('chat', 'tools', 'vision', 'reasoning'), got ('smell',)*",
                                  "*Interrupted: 1 error during collection*"])
 
 
@@ -331,3 +336,46 @@ def test_a_model_needing_a_newer_sglang_skips_naming_both_versions(pytester: pyt
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"SKIPPED * sglang {installed} is installed; org/needs-newer-sglang needs "
                                  "sglang >= 99.0 (min_sglang in *newer.toml)"])
+
+
+LINEUP = """
+[[model]]
+id = "org/OLD-1B"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+successor = "org/NEW-1B"
+
+[[model]]
+id = "org/NEW-1B"
+family = "dense"
+capabilities = ["chat", "reasoning"]
+chat_template = "lfm2.5"
+launch_args = ["--reasoning-parser", "qwen3"]
+"""
+
+
+def test_a_superseded_model_is_selected_by_legacy_and_all_not_by_its_family(pytester: pytest.Pytester) -> None:
+    matrix = load_matrix([pytester.makefile(".toml", lineup=LINEUP)])
+    ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
+    old, new = matrix.get("org/OLD-1B"), matrix.get("org/NEW-1B")
+    assert old is not None and new is not None
+    assert (old.legacy, old.successor, new.legacy, new.successor) == (True, "org/NEW-1B", False, None)
+    assert "org/OLD-1B" not in ids(["dense"]) and "org/NEW-1B" in ids(["dense"])
+    assert ids(["legacy"]) == ["org/OLD-1B"]
+    assert {"org/OLD-1B", "org/NEW-1B", "micro-dense"} <= set(ids(["all"]))
+    assert ids(["OLD-1B"]) == ["org/OLD-1B"]  # by its short name, as any model
+    assert (new.reasoning_parser, old.reasoning_parser) == ("qwen3", None)
+    pytester.makepyfile("def test_x(lfm_model): pass")
+    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "--lfm-model", "legacy", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["pytest-lfm models: org/OLD-1B",
+                                 "pytest-lfm matrix: org/OLD-1B is legacy, superseded by org/NEW-1B"])
+
+
+def test_a_successor_the_matrix_lacks_is_a_usage_error_naming_the_entry(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", lineup=LINEUP.replace('successor = "org/NEW-1B"', 'successor = "NEW-1B"'))
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*lineup.toml: model 'org/OLD-1B', field successor: 'NEW-1B' is not a model of the "
+                                 "matrix (give its full id*"])
