@@ -308,11 +308,11 @@ class Matrix:
 
 
 def builtin_matrix_files() -> list[Path]:
-    """The TOML files shipped in matrices/ (micro checkpoints first)."""
-    try:
-        root: Any = resources.files("pytest_lfm.matrices")
-    except ModuleNotFoundError:  # running from a checkout that is not installed (PYTHONPATH=. pytest -p ...)
-        root = Path(__file__).resolve().parent.parent / "matrices"
+    """The TOML files shipped in matrices/ (micro checkpoints first): a checkout's own, beside this package (run
+    from it with PYTHONPATH=.), else the installed package's."""
+    root: Any = Path(__file__).resolve().parent.parent / "matrices"
+    if not (root / "models.toml").is_file():
+        root = resources.files("pytest_lfm.matrices")
     files = sorted((Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")),
                    key=lambda p: (p.name != "micro.toml", p.name))
     return files
