@@ -10,10 +10,23 @@ from pytest_lfm.matrix import LaunchConfig, MatrixError, Override, builtin_matri
 from pytest_lfm.runtime.compat import installed_sglang_version
 
 REAL = {
-    "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
-    "LiquidAI/LFM2-8B-A1B": "moe", "LiquidAI/LFM2-24B-A2B": "moe",
-    "LiquidAI/LFM2-VL-450M": "vl", "LiquidAI/LFM2-VL-3B": "vl", "LiquidAI/LFM2.5-VL-1.6B": "vl",
+    "LiquidAI/LFM2.5-230M": "dense", "LiquidAI/LFM2.5-350M": "dense", "LiquidAI/LFM2-350M": "dense",
+    "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2.5-1.2B-Thinking": "dense",
+    "LiquidAI/LFM2.5-2.6B": "dense", "LiquidAI/LFM2-2.6B": "dense",
+    "LiquidAI/LFM2.5-8B-A1B": "moe", "LiquidAI/LFM2-8B-A1B": "moe",
+    "LiquidAI/LFM2.5-24B-A2B": "moe", "LiquidAI/LFM2-24B-A2B": "moe",
+    "LiquidAI/LFM2.5-VL-450M": "vl", "LiquidAI/LFM2-VL-450M": "vl", "LiquidAI/LFM2.5-VL-1.6B": "vl",
+    "LiquidAI/LFM2.5-VL-3B": "vl", "LiquidAI/LFM2-VL-3B": "vl",
 }
+# Liquid's deprecations: each superseded model and the one in its place
+SUCCESSORS = {
+    "LiquidAI/LFM2-350M": "LiquidAI/LFM2.5-350M", "LiquidAI/LFM2-2.6B": "LiquidAI/LFM2.5-2.6B",
+    "LiquidAI/LFM2-8B-A1B": "LiquidAI/LFM2.5-8B-A1B", "LiquidAI/LFM2-VL-450M": "LiquidAI/LFM2.5-VL-450M",
+    "LiquidAI/LFM2-VL-3B": "LiquidAI/LFM2.5-VL-3B",
+}
+# sglang's LFM2.5 cookbook launches (docs_new/src/snippets/configs/LiquidAI/lfm2.5.jsx), and LFM2.5-2.6B's
+REASONING = {"LiquidAI/LFM2.5-1.2B-Thinking": "qwen3-thinking", "LiquidAI/LFM2.5-8B-A1B": "qwen3",
+             "LiquidAI/LFM2.5-2.6B": "qwen3-thinking"}
 
 
 def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() -> None:
@@ -24,6 +37,10 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
         if "tools" in model.capabilities:
             assert model.launch_args[:2] == ("--tool-call-parser", "lfm2"), model.id
         assert ("vision" in model.capabilities) == (model.family == "vl"), model.id
+        assert model.sampling, model.id  # every model carries its recommended sampling
+    assert {m.id: m.successor for m in matrix.models if m.legacy} == SUCCESSORS
+    assert not any(matrix.get(new).legacy for new in SUCCESSORS.values())  # type: ignore[union-attr]
+    assert {m.id: m.reasoning_parser for m in matrix.models if "reasoning" in m.capabilities} == REASONING
     budget = matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").budget_for("NVIDIA B300 SXM6", "low-latency")  # type: ignore[union-attr]
     assert budget is not None and budget["ttft_ms"] == 8.79 and budget["tpot_ms"] == 0.86
 
@@ -117,12 +134,15 @@ def test_selectors() -> None:
     matrix = load_matrix()
     ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
     assert ids(["micro"]) == ["micro-dense", "micro-moe", "micro-vl"]
-    assert ids(["moe"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2-24B-A2B"]
-    assert ids(["dense", "LiquidAI/LFM2-350M"]) == ["LiquidAI/LFM2-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
-                                                    "LiquidAI/LFM2-2.6B"]
-    assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2-VL-450M"]
-    assert len(ids(["all"])) == 11
+    assert ids(["moe"]) == ["LiquidAI/LFM2.5-8B-A1B", "LiquidAI/LFM2.5-24B-A2B", "LiquidAI/LFM2-24B-A2B"]
+    assert ids(["dense", "LiquidAI/LFM2-350M"]) == [
+        "LiquidAI/LFM2.5-230M", "LiquidAI/LFM2.5-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
+        "LiquidAI/LFM2.5-1.2B-Thinking", "LiquidAI/LFM2.5-2.6B", "LiquidAI/LFM2-350M"]
+    assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2.5-VL-450M"]
+    assert ids(["legacy"]) == list(SUCCESSORS)
+    assert len(ids(["all"])) == len(REAL) + 3  # every model: current, legacy and micro
     assert ids(["LFM2-VL-3B", "micro-moe"]) == ["LiquidAI/LFM2-VL-3B", "micro-moe"]
+    assert ids(["LFM2-8B-A1B", "LFM2.5-8B-A1B"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2.5-8B-A1B"]
     with pytest.raises(KeyError):
         matrix.select(["LFM3"])
 
@@ -385,12 +405,12 @@ def test_a_superseded_model_is_selected_by_legacy_and_all_not_by_its_family(pyte
     assert old is not None and new is not None
     assert (old.legacy, old.successor, new.legacy, new.successor) == (True, "org/NEW-1B", False, None)
     assert "org/OLD-1B" not in ids(["dense"]) and "org/NEW-1B" in ids(["dense"])
-    assert ids(["legacy"]) == ["org/OLD-1B"]
+    assert "org/OLD-1B" in ids(["legacy"]) and "org/NEW-1B" not in ids(["legacy"])
     assert {"org/OLD-1B", "org/NEW-1B", "micro-dense"} <= set(ids(["all"]))
     assert ids(["OLD-1B"]) == ["org/OLD-1B"]  # by its short name, as any model
     assert (new.reasoning_parser, old.reasoning_parser) == ("qwen3", None)
     pytester.makepyfile("def test_x(lfm_model): pass")
-    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "--lfm-model", "legacy", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "--lfm-model", "OLD-1B", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["pytest-lfm models: org/OLD-1B",
                                  "pytest-lfm matrix: org/OLD-1B is legacy, superseded by org/NEW-1B"])
 
