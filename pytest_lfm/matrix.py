@@ -17,7 +17,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FAMILIES = ("dense", "moe", "vl")
-CAPABILITIES = ("chat", "tools", "vision")
+CAPABILITIES = ("chat", "tools", "vision", "reasoning")
+REASONING_PARSER_FLAG = "--reasoning-parser"
+"""A model that reasons names its parser: sglang 0.5.17's template detection leaves LFM2 templates out of its
+``<think>`` rule (parser/template_detection.py, ``_is_deepseek_r1_think_tags``), so nothing splits the reasoning
+from the answer unless the launch says how."""
+SELECTORS = (*FAMILIES, "legacy", "micro", "all")
 LOW_LATENCY_ARGS = ("--enable-torch-compile", "--chunked-prefill-size", "-1")
 PROFILES = {"default": (), "low-latency": LOW_LATENCY_ARGS}
 METRICS_FLAG = "--enable-metrics"
@@ -66,6 +71,19 @@ _BUDGET = {
         "tolerance": {"type": "number", "minimum": 0},
     },
 }
+# a model's recommended sampling (its card's generation parameters), within the ranges sglang accepts
+# (sampling/sampling_params.py, SamplingParams.verify)
+_SAMPLING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "temperature": {"type": "number", "minimum": 0},
+        "top_k": {"type": "integer", "minimum": 1},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "min_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
+    },
+}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -81,12 +99,14 @@ SCHEMA: dict[str, Any] = {
                     "id": {"type": "string", "minLength": 1},
                     "family": {"enum": list(FAMILIES)},
                     "micro": {"enum": list(FAMILIES)},
+                    "successor": {"type": "string", "minLength": 1},
                     "capabilities": {"type": "array", "items": {"enum": list(CAPABILITIES)}, "uniqueItems": True},
                     "chat_template": {"enum": ["lfm2", "lfm2.5"]},
                     "launch_args": {"type": "array", "items": {"type": "string"}},
                     "min_sglang": {"type": "string", "pattern": r"^\d+(\.\d+)*$"},
                     "dtypes": {"type": "array", "items": {"enum": ["bfloat16", "float16"]}, "minItems": 1},
                     "context_length": {"type": "integer", "minimum": 1},
+                    "sampling": _SAMPLING,
                     "latency_budgets": {"type": "object", "additionalProperties": {
                         "if": {"type": "object"}, "then": _BUDGET,
                         "else": {"type": "array", "items": _BUDGET, "minItems": 1}}},
@@ -111,12 +131,27 @@ class ModelSpec:
     chat_template: str
     launch_args: tuple[str, ...] = ()
     min_sglang: str = "0.5.10"
+    successor: str | None = None
+    """The id of the model that supersedes this one (Liquid's deprecations); None for the current lineup."""
     dtypes: tuple[str, ...] = ("bfloat16", "float16")
     latency_budgets: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = field(
         default_factory=dict, compare=False, hash=False)
     micro: str | None = None
     context_length: int | None = None
+    sampling: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
+    """The recommended sampling parameters (temperature, top_k, top_p, min_p, repetition_penalty); {} when the
+    matrix gives none."""
     source: str = ""
+
+    @property
+    def legacy(self) -> bool:
+        """Superseded by a newer model (``successor``): selected by ``legacy`` and ``all``, not by its family."""
+        return self.successor is not None
+
+    @property
+    def reasoning_parser(self) -> str | None:
+        """The ``--reasoning-parser`` the model launches with, if any."""
+        return flag_value(self.launch_args, REASONING_PARSER_FLAG)
 
     def model_path(self) -> str:
         """What sglang loads: the hub id, or for a micro checkpoint its built (cached) directory."""
@@ -266,15 +301,18 @@ class Matrix:
         return next((m for m in self.models if m.id == model_id), None)
 
     def select(self, selectors: Iterable[str]) -> list[ModelSpec]:
-        """Resolve ids, families (dense, moe, vl: real models), 'micro' and 'all'; unknown -> KeyError."""
+        """Resolve ids, short names, families (dense, moe, vl: the current real models), 'legacy' (superseded ones),
+        'micro' and 'all' (every model: current, legacy and micro); unknown -> KeyError."""
         chosen: list[ModelSpec] = []
         for sel in selectors:
             if sel == "all":
                 hits = list(self.models)
             elif sel == "micro":
                 hits = [m for m in self.models if m.micro]
+            elif sel == "legacy":
+                hits = [m for m in self.models if m.legacy]
             elif sel in FAMILIES:
-                hits = [m for m in self.models if m.family == sel and not m.micro]
+                hits = [m for m in self.models if m.family == sel and not m.micro and not m.legacy]
             else:
                 short = self._by_short_name(sel)
                 model = self.get(sel) or self.get(f"micro-{sel}") or (short[0] if len(short) == 1 else None)
@@ -294,8 +332,12 @@ class Matrix:
             return (f"model {selector!r} (from {source}) is ambiguous: it is the short name of {', '.join(same)}. "
                     "Pass the full id of the one to qualify.")
         return (f"unknown model {selector!r} (from {source}). Known ids: {', '.join(self.ids())}; selectors: "
-                f"{', '.join(FAMILIES)}, micro, all. To add a model, write a [[model]] entry (see "
+                f"{', '.join(SELECTORS)}. To add a model, write a [[model]] entry (see "
                 "matrices/models.toml) in a TOML file and pass --lfm-matrix FILE.")
+
+    def describe_legacy(self, selected: Iterable[ModelSpec]) -> list[str]:
+        """Report-header lines, one per selected model that a newer one supersedes."""
+        return [f"pytest-lfm matrix: {m.id} is legacy, superseded by {m.successor}" for m in selected if m.legacy]
 
     def describe_overrides(self) -> list[str]:
         """Report-header lines, one per entry a later one with the same id replaced; [] when no id repeats."""
@@ -303,11 +345,11 @@ class Matrix:
 
 
 def builtin_matrix_files() -> list[Path]:
-    """The TOML files shipped in matrices/ (micro checkpoints first)."""
-    try:
-        root: Any = resources.files("pytest_lfm.matrices")
-    except ModuleNotFoundError:  # running from a checkout that is not installed (PYTHONPATH=. pytest -p ...)
-        root = Path(__file__).resolve().parent.parent / "matrices"
+    """The TOML files shipped in matrices/ (micro checkpoints first): a checkout's own, beside this package (run
+    from it with PYTHONPATH=.), else the installed package's."""
+    root: Any = Path(__file__).resolve().parent.parent / "matrices"
+    if not (root / "models.toml").is_file():
+        root = resources.files("pytest_lfm.matrices")
     files = sorted((Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")),
                    key=lambda p: (p.name != "micro.toml", p.name))
     return files
@@ -342,6 +384,13 @@ def load_file(path: Path) -> list[ModelSpec]:
             if twice:
                 raise MatrixError(f"{path}: model {entry['id']!r}, field latency_budgets.{gpu}: two budgets for "
                                   f"profile {twice[0][0]!r} at concurrency {twice[0][1]} (give each once)")
+        if "reasoning" in entry["capabilities"] and flag_value(entry.get("launch_args", []),
+                                                               REASONING_PARSER_FLAG) is None:
+            raise MatrixError(f"{path}: model {entry['id']!r}, field launch_args: capability 'reasoning' needs "
+                              f"{REASONING_PARSER_FLAG} NAME there (sglang does not detect LFM2's <think> format)")
+        if entry.get("successor") == entry["id"]:
+            raise MatrixError(f"{path}: model {entry['id']!r}, field successor: names the model itself (name the "
+                              "model that supersedes it, or leave the field out)")
     return [
         ModelSpec(
             id=e["id"],
@@ -350,10 +399,12 @@ def load_file(path: Path) -> list[ModelSpec]:
             chat_template=e["chat_template"],
             launch_args=tuple(e.get("launch_args", ())),
             min_sglang=e.get("min_sglang", "0.5.10"),
+            successor=e.get("successor"),
             dtypes=tuple(e.get("dtypes", ("bfloat16", "float16"))),
             latency_budgets=e.get("latency_budgets", {}),
             micro=e.get("micro"),
             context_length=e.get("context_length"),
+            sampling=dict(e.get("sampling", {})),
             source=str(path),
         )
         for e in data["model"]
@@ -369,4 +420,8 @@ def load_matrix(extra: Sequence[Path] = ()) -> Matrix:
             if spec.id in by_id:
                 overrides.append(Override(spec.id, by_id[spec.id].source, spec.source))
             by_id[spec.id] = spec
+    for spec in by_id.values():
+        if spec.successor is not None and spec.successor not in by_id:
+            raise MatrixError(f"{spec.source}: model {spec.id!r}, field successor: {spec.successor!r} is not a model "
+                              "of the matrix (give its full id, and a [[model]] entry for it)")
     return Matrix(tuple(by_id.values()), tuple(overrides))

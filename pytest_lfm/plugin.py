@@ -101,6 +101,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         *describe(settings),
         f"pytest-lfm models: {', '.join(m.id for m in config.stash[RUN].selected)}",
         *config.stash[RUN].matrix.describe_overrides(),
+        *config.stash[RUN].matrix.describe_legacy(config.stash[RUN].selected),
         f"pytest-lfm runtime: {'; '.join(versions)}; GPUs: {gpu_line}",
     ]
 

@@ -152,9 +152,10 @@ def pytest_collection_finish(session):
         if launch is None:
             continue
         names = set(item.fixturenames)
+        skip = item.get_closest_marker("skip")
         rows.append({"config": launch.id, "engine": "lfm_engine" in names,
                      "runtime": bool(names & {"lfm_server", "lfm_engine", "lfm_runtime_pool"}),
-                     "skipped": item.get_closest_marker("skip") is not None})
+                     "skipped": skip is not None, "reason": skip.kwargs.get("reason", "") if skip else ""})
     with open(session.config.getoption("--lfm-dump-to"), "w") as out:
         json.dump(rows, out)
 
@@ -208,6 +209,49 @@ def test_collection_plans_one_launch_per_runtime_configuration(
     reasons = [line.strip() for line in result.stdout.splitlines() if line.startswith("      ")]
     assert any(r.startswith("--stream-interval: ") for r in reasons), reasons  # why a variant carries its arguments
     assert any(r.startswith("--disable-radix-cache: ") for r in reasons), reasons
+
+
+LINEUP = {  # the current lineup's new models: what their launches must carry, what they lack
+    "LiquidAI/LFM2.5-230M": (("--tool-call-parser", "lfm2"), "vision"),
+    "LiquidAI/LFM2.5-350M": (("--tool-call-parser", "lfm2"), "vision"),
+    "LiquidAI/LFM2.5-1.2B-Thinking": (("--tool-call-parser", "lfm2", "--reasoning-parser", "qwen3-thinking"), "vision"),
+    "LiquidAI/LFM2.5-2.6B": (("--tool-call-parser", "lfm2", "--reasoning-parser", "qwen3-thinking"), "vision"),
+    "LiquidAI/LFM2.5-8B-A1B": (("--tool-call-parser", "lfm2", "--reasoning-parser", "qwen3"), "vision"),
+    "LiquidAI/LFM2.5-24B-A2B": (("--tool-call-parser", "lfm2"), "vision"),
+    "LiquidAI/LFM2.5-VL-450M": (("--tool-call-parser", "lfm2"), ""),
+    "LiquidAI/LFM2.5-VL-3B": ((), "tools"),
+}
+
+
+def test_the_new_lineup_collects_every_suite_with_its_launch_arguments_and_skips_by_capability(
+    tmp_path: Path, visible_gpus: Callable[[int], None],
+) -> None:
+    """``--lfm-model`` with the new models' short names: each model's own server launches with its matrix arguments
+    (the reasoning ones with their --reasoning-parser), and a suite needing a capability it lacks skips, saying so."""
+    visible_gpus(1)
+    (tmp_path / "lfm_dump.py").write_text(DUMP_PLUGIN)
+    dump = tmp_path / "items.json"
+    selectors = [arg for model in LINEUP for arg in ("--lfm-model", model.split("/")[1])]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "lfm_dump",
+         "--lfm-dump-to", str(dump), "--ignore=conformance/test_parser_corpus.py", "--lfm-level", "quick",
+         *selectors, "conformance"],
+        cwd=ROOT, env=subprocess_env(PYTHONPATH=str(tmp_path)), capture_output=True, text=True, timeout=120,
+        check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    servers = {m[3]: line.split(" tests", 1)[1] for line in result.stdout.splitlines()
+               if (m := PLAN_LINE.match(line)) and m[2] == "server"}
+    rows = json.loads(dump.read_text())
+    for model, (args, lacks) in LINEUP.items():
+        assert model in servers, (model, sorted(servers))
+        launch = servers[model][servers[model].index("--"):]  # the arguments, after the estimate
+        assert launch.startswith(f"{' '.join(args)} --enable-metrics".strip()), (model, launch)
+        assert ("--reasoning-parser" in launch) == ("--reasoning-parser" in args), (model, launch)
+        reasons = {row["reason"] for row in rows if row["config"] == model and row["skipped"]}
+        if lacks:
+            assert f"{model} lacks capability {lacks}" in reasons, (model, reasons)
+        assert not any("lacks capability vision" in r for r in reasons) or lacks == "vision", (model, reasons)
+        assert [row for row in rows if row["config"] == model and not row["skipped"]], model
 
 
 def test_estimate_from_weights_kv_pool_conv_state_pool_and_overhead(tmp_path: Path) -> None:

@@ -10,10 +10,23 @@ from pytest_lfm.matrix import LaunchConfig, MatrixError, Override, builtin_matri
 from pytest_lfm.runtime.compat import installed_sglang_version
 
 REAL = {
-    "LiquidAI/LFM2-350M": "dense", "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2-2.6B": "dense",
-    "LiquidAI/LFM2-8B-A1B": "moe", "LiquidAI/LFM2-24B-A2B": "moe",
-    "LiquidAI/LFM2-VL-450M": "vl", "LiquidAI/LFM2-VL-3B": "vl", "LiquidAI/LFM2.5-VL-1.6B": "vl",
+    "LiquidAI/LFM2.5-230M": "dense", "LiquidAI/LFM2.5-350M": "dense", "LiquidAI/LFM2-350M": "dense",
+    "LiquidAI/LFM2.5-1.2B-Instruct": "dense", "LiquidAI/LFM2.5-1.2B-Thinking": "dense",
+    "LiquidAI/LFM2.5-2.6B": "dense", "LiquidAI/LFM2-2.6B": "dense",
+    "LiquidAI/LFM2.5-8B-A1B": "moe", "LiquidAI/LFM2-8B-A1B": "moe",
+    "LiquidAI/LFM2.5-24B-A2B": "moe", "LiquidAI/LFM2-24B-A2B": "moe",
+    "LiquidAI/LFM2.5-VL-450M": "vl", "LiquidAI/LFM2-VL-450M": "vl", "LiquidAI/LFM2.5-VL-1.6B": "vl",
+    "LiquidAI/LFM2.5-VL-3B": "vl", "LiquidAI/LFM2-VL-3B": "vl",
 }
+# Liquid's deprecations: each superseded model and the one in its place
+SUCCESSORS = {
+    "LiquidAI/LFM2-350M": "LiquidAI/LFM2.5-350M", "LiquidAI/LFM2-2.6B": "LiquidAI/LFM2.5-2.6B",
+    "LiquidAI/LFM2-8B-A1B": "LiquidAI/LFM2.5-8B-A1B", "LiquidAI/LFM2-VL-450M": "LiquidAI/LFM2.5-VL-450M",
+    "LiquidAI/LFM2-VL-3B": "LiquidAI/LFM2.5-VL-3B",
+}
+# sglang's LFM2.5 cookbook launches (docs_new/src/snippets/configs/LiquidAI/lfm2.5.jsx), and LFM2.5-2.6B's
+REASONING = {"LiquidAI/LFM2.5-1.2B-Thinking": "qwen3-thinking", "LiquidAI/LFM2.5-8B-A1B": "qwen3",
+             "LiquidAI/LFM2.5-2.6B": "qwen3-thinking"}
 
 
 def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() -> None:
@@ -24,6 +37,10 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
         if "tools" in model.capabilities:
             assert model.launch_args[:2] == ("--tool-call-parser", "lfm2"), model.id
         assert ("vision" in model.capabilities) == (model.family == "vl"), model.id
+        assert model.sampling, model.id  # every model carries its recommended sampling
+    assert {m.id: m.successor for m in matrix.models if m.legacy} == SUCCESSORS
+    assert not any(matrix.get(new).legacy for new in SUCCESSORS.values())  # type: ignore[union-attr]
+    assert {m.id: m.reasoning_parser for m in matrix.models if "reasoning" in m.capabilities} == REASONING
     budget = matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").budget_for("NVIDIA B300 SXM6", "low-latency")  # type: ignore[union-attr]
     assert budget is not None and budget["ttft_ms"] == 8.79 and budget["tpot_ms"] == 0.86
 
@@ -50,6 +67,20 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
          "model 'x', field latency_budgets.NVIDIA H100: two budgets for profile 'default' at concurrency 1"),
         ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nlaunch_arg = []\n',
          "model 'x', field (entry): Additional properties are not allowed ('launch_arg' was unexpected)"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = ["chat", "reasoning"]\nchat_template = "lfm2.5"\n'
+         'launch_args = ["--tool-call-parser", "lfm2"]\n',
+         "model 'x', field launch_args: capability 'reasoning' needs --reasoning-parser NAME there"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nsuccessor = "x"\n',
+         "model 'x', field successor: names the model itself"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { temperature = 0.1, top_n = 5 }\n',
+         "model 'x', field sampling: Additional properties are not allowed ('top_n' was unexpected)"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { top_p = 0 }\n',
+         "model 'x', field sampling.top_p: 0 is less than or equal to the minimum of 0"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { top_k = 0.5 }\n',
+         "model 'x', field sampling.top_k: 0.5 is not of type 'integer'"),
         ("model = 3\n", "3 is not of type 'array'"),
         ("[[model]\n", "not a readable TOML file"),
     ],
@@ -60,6 +91,20 @@ def test_malformed_matrix_names_file_entry_and_field(tmp_path: Path, toml: str, 
     with pytest.raises(MatrixError) as info:
         load_file(path)
     assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+LFM25_SAMPLING = {"temperature": 0.1, "top_k": 50, "top_p": 0.1, "repetition_penalty": 1.05}
+
+
+def test_sampling_is_the_recommended_parameters_and_empty_when_absent(tmp_path: Path) -> None:
+    matrix = load_matrix()
+    assert matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").sampling == LFM25_SAMPLING  # type: ignore[union-attr]
+    assert all(m.sampling == LFM25_SAMPLING for m in matrix.models if m.micro)
+    path = tmp_path / "plain.toml"
+    path.write_text('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+                    'sampling = { min_p = 0.15, temperature = 0.3 }\n'
+                    '[[model]]\nid = "y"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n')
+    assert [dict(m.sampling) for m in load_file(path)] == [{"min_p": 0.15, "temperature": 0.3}, {}]
 
 
 def test_a_matrix_that_is_not_utf8_names_the_file(pytester: pytest.Pytester) -> None:
@@ -89,12 +134,15 @@ def test_selectors() -> None:
     matrix = load_matrix()
     ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
     assert ids(["micro"]) == ["micro-dense", "micro-moe", "micro-vl"]
-    assert ids(["moe"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2-24B-A2B"]
-    assert ids(["dense", "LiquidAI/LFM2-350M"]) == ["LiquidAI/LFM2-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
-                                                    "LiquidAI/LFM2-2.6B"]
-    assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2-VL-450M"]
-    assert len(ids(["all"])) == 11
+    assert ids(["moe"]) == ["LiquidAI/LFM2.5-8B-A1B", "LiquidAI/LFM2.5-24B-A2B", "LiquidAI/LFM2-24B-A2B"]
+    assert ids(["dense", "LiquidAI/LFM2-350M"]) == [
+        "LiquidAI/LFM2.5-230M", "LiquidAI/LFM2.5-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
+        "LiquidAI/LFM2.5-1.2B-Thinking", "LiquidAI/LFM2.5-2.6B", "LiquidAI/LFM2-350M"]
+    assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2.5-VL-450M"]
+    assert ids(["legacy"]) == list(SUCCESSORS)
+    assert len(ids(["all"])) == len(REAL) + 3  # every model: current, legacy and micro
     assert ids(["LFM2-VL-3B", "micro-moe"]) == ["LiquidAI/LFM2-VL-3B", "micro-moe"]
+    assert ids(["LFM2-8B-A1B", "LFM2.5-8B-A1B"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2.5-8B-A1B"]
     with pytest.raises(KeyError):
         matrix.select(["LFM3"])
 
@@ -174,7 +222,7 @@ def test_x(lfm_model): pass
     # raised while parametrizing, the UsageError is reported as a collection error: nothing runs
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*UsageError*::test_x: bad @pytest.mark.lfm_requires: lfm_requires takes "
-                                 "capabilities from ('chat', 'tools', 'vision'), got ('smell',)*",
+                                 "capabilities from ('chat', 'tools', 'vision', 'reasoning'), got ('smell',)*",
                                  "*Interrupted: 1 error during collection*"])
 
 
@@ -356,3 +404,46 @@ def test_a_model_needing_a_newer_sglang_skips_naming_both_versions(pytester: pyt
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"SKIPPED * sglang {installed} is installed; org/needs-newer-sglang needs "
                                  "sglang >= 99.0 (min_sglang in *newer.toml)"])
+
+
+LINEUP = """
+[[model]]
+id = "org/OLD-1B"
+family = "dense"
+capabilities = ["chat"]
+chat_template = "lfm2"
+successor = "org/NEW-1B"
+
+[[model]]
+id = "org/NEW-1B"
+family = "dense"
+capabilities = ["chat", "reasoning"]
+chat_template = "lfm2.5"
+launch_args = ["--reasoning-parser", "qwen3"]
+"""
+
+
+def test_a_superseded_model_is_selected_by_legacy_and_all_not_by_its_family(pytester: pytest.Pytester) -> None:
+    matrix = load_matrix([pytester.makefile(".toml", lineup=LINEUP)])
+    ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
+    old, new = matrix.get("org/OLD-1B"), matrix.get("org/NEW-1B")
+    assert old is not None and new is not None
+    assert (old.legacy, old.successor, new.legacy, new.successor) == (True, "org/NEW-1B", False, None)
+    assert "org/OLD-1B" not in ids(["dense"]) and "org/NEW-1B" in ids(["dense"])
+    assert "org/OLD-1B" in ids(["legacy"]) and "org/NEW-1B" not in ids(["legacy"])
+    assert {"org/OLD-1B", "org/NEW-1B", "micro-dense"} <= set(ids(["all"]))
+    assert ids(["OLD-1B"]) == ["org/OLD-1B"]  # by its short name, as any model
+    assert (new.reasoning_parser, old.reasoning_parser) == ("qwen3", None)
+    pytester.makepyfile("def test_x(lfm_model): pass")
+    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "--lfm-model", "OLD-1B", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["pytest-lfm models: org/OLD-1B",
+                                 "pytest-lfm matrix: org/OLD-1B is legacy, superseded by org/NEW-1B"])
+
+
+def test_a_successor_the_matrix_lacks_is_a_usage_error_naming_the_entry(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", lineup=LINEUP.replace('successor = "org/NEW-1B"', 'successor = "NEW-1B"'))
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--lfm-matrix", "lineup.toml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*lineup.toml: model 'org/OLD-1B', field successor: 'NEW-1B' is not a model of the "
+                                 "matrix (give its full id*"])
