@@ -43,6 +43,19 @@ _BUDGET = {
         "tolerance": {"type": "number", "minimum": 0},
     },
 }
+# a model's recommended sampling (its card's generation parameters), within the ranges sglang accepts
+# (sampling/sampling_params.py, SamplingParams.verify)
+_SAMPLING = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "temperature": {"type": "number", "minimum": 0},
+        "top_k": {"type": "integer", "minimum": 1},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "min_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
+    },
+}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -64,6 +77,7 @@ SCHEMA: dict[str, Any] = {
                     "min_sglang": {"type": "string", "pattern": r"^\d+(\.\d+)*$"},
                     "dtypes": {"type": "array", "items": {"enum": ["bfloat16", "float16"]}, "minItems": 1},
                     "context_length": {"type": "integer", "minimum": 1},
+                    "sampling": _SAMPLING,
                     "latency_budgets": {"type": "object", "additionalProperties": {
                         "if": {"type": "object"}, "then": _BUDGET,
                         "else": {"type": "array", "items": _BUDGET, "minItems": 1}}},
@@ -93,6 +107,9 @@ class ModelSpec:
         default_factory=dict, compare=False, hash=False)
     micro: str | None = None
     context_length: int | None = None
+    sampling: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
+    """The recommended sampling parameters (temperature, top_k, top_p, min_p, repetition_penalty); {} when the
+    matrix gives none."""
     source: str = ""
 
     def model_path(self) -> str:
@@ -317,6 +334,7 @@ def load_file(path: Path) -> list[ModelSpec]:
             latency_budgets=e.get("latency_budgets", {}),
             micro=e.get("micro"),
             context_length=e.get("context_length"),
+            sampling=dict(e.get("sampling", {})),
             source=str(path),
         )
         for e in data["model"]

@@ -50,6 +50,15 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
          "model 'x', field latency_budgets.NVIDIA H100: two budgets for profile 'default' at concurrency 1"),
         ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\nlaunch_arg = []\n',
          "model 'x', field (entry): Additional properties are not allowed ('launch_arg' was unexpected)"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { temperature = 0.1, top_n = 5 }\n',
+         "model 'x', field sampling: Additional properties are not allowed ('top_n' was unexpected)"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { top_p = 0 }\n',
+         "model 'x', field sampling.top_p: 0 is less than or equal to the minimum of 0"),
+        ('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+         'sampling = { top_k = 0.5 }\n',
+         "model 'x', field sampling.top_k: 0.5 is not of type 'integer'"),
         ("model = 3\n", "3 is not of type 'array'"),
         ("[[model]\n", "not a readable TOML file"),
     ],
@@ -60,6 +69,20 @@ def test_malformed_matrix_names_file_entry_and_field(tmp_path: Path, toml: str, 
     with pytest.raises(MatrixError) as info:
         load_file(path)
     assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+LFM25_SAMPLING = {"temperature": 0.1, "top_k": 50, "top_p": 0.1, "repetition_penalty": 1.05}
+
+
+def test_sampling_is_the_recommended_parameters_and_empty_when_absent(tmp_path: Path) -> None:
+    matrix = load_matrix()
+    assert matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").sampling == LFM25_SAMPLING  # type: ignore[union-attr]
+    assert all(m.sampling == LFM25_SAMPLING for m in matrix.models if m.micro)
+    path = tmp_path / "plain.toml"
+    path.write_text('[[model]]\nid = "x"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n'
+                    'sampling = { min_p = 0.15, temperature = 0.3 }\n'
+                    '[[model]]\nid = "y"\nfamily = "dense"\ncapabilities = []\nchat_template = "lfm2"\n')
+    assert [dict(m.sampling) for m in load_file(path)] == [{"min_p": 0.15, "temperature": 0.3}, {}]
 
 
 def test_a_matrix_that_is_not_utf8_names_the_file(pytester: pytest.Pytester) -> None:
