@@ -11,13 +11,16 @@ from typing import Any
 
 import jsonschema
 
+from pytest_lfm.micro.configs import NAMES as MICRO_NAMES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 FAMILIES = ("dense", "moe", "vl")
-CAPABILITIES = ("chat", "tools", "vision")
+# reasoning: the model writes a <think> block first, which its launch_args' --reasoning-parser separates
+CAPABILITIES = ("chat", "tools", "vision", "reasoning")
 LOW_LATENCY_ARGS = ("--enable-torch-compile", "--chunked-prefill-size", "-1")
 PROFILES = {"default": (), "low-latency": LOW_LATENCY_ARGS}
 METRICS_FLAG = "--enable-metrics"
@@ -57,7 +60,7 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "id": {"type": "string", "minLength": 1},
                     "family": {"enum": list(FAMILIES)},
-                    "micro": {"enum": list(FAMILIES)},
+                    "micro": {"enum": list(MICRO_NAMES)},
                     "capabilities": {"type": "array", "items": {"enum": list(CAPABILITIES)}, "uniqueItems": True},
                     "chat_template": {"enum": ["lfm2", "lfm2.5"]},
                     "launch_args": {"type": "array", "items": {"type": "string"}},

@@ -174,7 +174,7 @@ def test_x(lfm_model): pass
     # raised while parametrizing, the UsageError is reported as a collection error: nothing runs
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*UsageError*::test_x: bad @pytest.mark.lfm_requires: lfm_requires takes "
-                                 "capabilities from ('chat', 'tools', 'vision'), got ('smell',)*",
+                                 "capabilities from ('chat', 'tools', 'vision', 'reasoning'), got ('smell',)*",
                                  "*Interrupted: 1 error during collection*"])
 
 
