@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletionChunk
 from pytest_lfm import checks
 from pytest_lfm.micro.script import Turn
 
+pytestmark = pytest.mark.lfm_requires("chat")
 ANSWERS = checks.scripted("answer")
 
 
