@@ -14,6 +14,7 @@ from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Turn
 from pytest_lfm.runtime import served
 
+pytestmark = pytest.mark.lfm_requires("chat")
 ANSWERS = checks.scripted("answer")
 LONG_ANSWER = "answer-count"  # the script's longest plain answer: room for max_tokens and stop strings to cut
 

@@ -98,7 +98,7 @@ from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
 # Every check here launches or compares runtimes of its own, and reads /get_server_info and /generate directly.
-pytestmark = pytest.mark.lfm_live
+pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
 
 def _pool_or_skip(settings: Settings, pool: RuntimePool | None) -> RuntimePool:

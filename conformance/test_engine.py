@@ -22,7 +22,7 @@ from pytest_lfm.runtime.engine import SglangEngine
 from pytest_lfm.runtime.pool import RuntimePool
 from pytest_lfm.settings import Settings
 
-pytestmark = pytest.mark.lfm_live
+pytestmark = [pytest.mark.lfm_requires("chat"), pytest.mark.lfm_live]
 
 GREEDY = {"temperature": 0, "max_new_tokens": 48}
 # sglang 0.5.17's SGLANG_MM_FEATURE_CACHE_MB default: the CUDA-IPC pool a VL Engine's image processor reserves in the

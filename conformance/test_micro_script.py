@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro import render
 from pytest_lfm.micro.script import Script, Turn, load_script
@@ -29,7 +30,8 @@ def _answer(response: Any) -> dict[str, Any]:
         {"name": c.function.name, "arguments": json.loads(c.function.arguments)}
         for c in choice.message.tool_calls or []
     ]
-    return {"content": choice.message.content or None, "tool_calls": calls, "finish_reason": choice.finish_reason}
+    return {"reasoning_content": checks.reasoning_of(choice.message) or None, "content": choice.message.content or None,
+            "tool_calls": calls, "finish_reason": choice.finish_reason}
 
 
 def _raw_completion(http: httpx.Client, client: openai.OpenAI, model_name: str, model: ModelSpec, turn: Turn,
@@ -76,6 +78,7 @@ def test_scripted_turn_reproduces_exactly(
         return
     got = _answer(lfm_client.chat.completions.create(**sent))
     expected = {
+        "reasoning_content": turn.reasoning,  # a reasoning turn's think block, which --reasoning-parser separates
         "content": turn.content or None,
         "tool_calls": [dict(c) for c in turn.tool_calls],
         "finish_reason": "tool_calls" if turn.tool_calls else "stop",

@@ -14,6 +14,7 @@ from pytest_lfm.matrix import FLOAT16_VARIANT, STREAM_INTERVAL
 from pytest_lfm.micro.script import Turn, load_script
 from pytest_lfm.settings import Settings
 
+pytestmark = pytest.mark.lfm_requires("chat")
 ANSWERS = checks.scripted("answer")
 LONGEST_ANSWER = max((t for t in load_script().turns if t.kind == "answer"), key=lambda t: len(t.content or "")).id
 

@@ -273,6 +273,8 @@ class StreamedChoice:
     roles: list[str] = field(default_factory=list)
     first_delta: dict[str, Any] | None = None
     content: str = ""
+    reasoning: str = ""  # delta.reasoning_content, which sglang's --reasoning-parser fills
+    parts: list[str] = field(default_factory=list)  # what each delta carried, in order: reasoning, content, calls
     calls: dict[int, StreamedCall] = field(default_factory=dict)
     finish_reasons: list[str] = field(default_factory=list)
 
@@ -316,6 +318,10 @@ def assemble_stream(chunks: Iterable[ChatCompletionChunk]) -> Stream:
             if delta.role:
                 choice.roles.append(delta.role)
             choice.content += delta.content or ""
+            reasoning = reasoning_of(delta)
+            choice.reasoning += reasoning or ""
+            choice.parts += [name for name, value in (("reasoning", reasoning), ("content", delta.content),
+                                                      ("calls", delta.tool_calls)) if value]
             for call in delta.tool_calls or ():
                 function = call.function
                 choice.calls.setdefault(call.index, StreamedCall(call.index)).add(
@@ -324,6 +330,12 @@ def assemble_stream(chunks: Iterable[ChatCompletionChunk]) -> Stream:
             if part.finish_reason is not None:
                 choice.finish_reasons.append(part.finish_reason)
     return stream
+
+
+def reasoning_of(message: Any) -> str | None:
+    """A message's or a delta's ``reasoning_content``: a field sglang adds, which the openai client keeps as extra."""
+    value = (getattr(message, "model_extra", None) or {}).get("reasoning_content")
+    return value if isinstance(value, str) else None
 
 
 # ---------------------------------------------------------------- the script

@@ -13,7 +13,7 @@ from pytest_lfm.settings import DTYPES
 
 
 def requires_marker(*capabilities: str) -> None:
-    """Marker signature: the test needs these model capabilities (chat, tools, vision)."""
+    """Marker signature: the test needs these model capabilities (``matrix.CAPABILITIES``)."""
     unknown = set(capabilities) - set(CAPABILITIES)
     if unknown or not capabilities:
         raise ValueError(f"lfm_requires takes capabilities from {CAPABILITIES}, got {capabilities}")

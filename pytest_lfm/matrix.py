@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from pytest_lfm.micro.configs import NAMES as MICRO_NAMES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -98,7 +100,7 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "id": {"type": "string", "minLength": 1},
                     "family": {"enum": list(FAMILIES)},
-                    "micro": {"enum": list(FAMILIES)},
+                    "micro": {"enum": list(MICRO_NAMES)},
                     "successor": {"type": "string", "minLength": 1},
                     "capabilities": {"type": "array", "items": {"enum": list(CAPABILITIES)}, "uniqueItems": True},
                     "chat_template": {"enum": ["lfm2", "lfm2.5"]},

@@ -26,6 +26,21 @@ def text_ids(tokenizer_path: str, text: str) -> list[int]:
     return list(_tokenizer(tokenizer_path)(text, add_special_tokens=False)["input_ids"])
 
 
+def text_prefix(tokenizer_path: str, text: str, tokens: int) -> str:
+    """The first ``tokens`` tokens of ``text``, decoded with special tokens kept: what max_tokens leaves of it."""
+    return str(_tokenizer(tokenizer_path).decode(text_ids(tokenizer_path, text)[:tokens], skip_special_tokens=False))
+
+
+def template_variables(tokenizer_path: str) -> set[str]:
+    """The variables the chat template reads from its caller (``messages``, ``tools``, switches such as
+    ``enable_thinking``): what ``chat_template_kwargs`` can set."""
+    from jinja2 import meta
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    template = _tokenizer(tokenizer_path).chat_template or ""
+    return set(meta.find_undeclared_variables(ImmutableSandboxedEnvironment().parse(template)))
+
+
 def prompt_ids(tokenizer_path: str, messages: Sequence[Mapping[str, Any]],
                tools: Sequence[Mapping[str, Any]] | None, sglang_version: str) -> list[int]:
     """The prompt ``sglang_version`` builds for these messages and tools, as token ids: the checkpoint's chat template

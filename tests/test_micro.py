@@ -55,6 +55,22 @@ def test_lfm2_template_wraps_tool_results_and_keeps_system_prompt_first() -> Non
     assert '<|im_start|>tool\n<|tool_response_start|>{"temperature": 18, "condition": "sunny"}' in got
 
 
+def test_lfm25_template_drops_the_reasoning_of_an_assistant_turn_before_the_last() -> None:
+    past = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "<think>R1</think>A1"},
+            {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "<think>R2</think>A2"},
+            {"role": "user", "content": "Q3"}]
+    got = render.render_prompt(past, None, "lfm2.5", "0.5.23")
+    assert "<|im_start|>assistant\nA1<|im_end|>" in got and "R1" not in got
+    assert "<|im_start|>assistant\n<think>R2</think>A2<|im_end|>" in got  # the last assistant turn keeps it
+
+
+def test_reasoning_completions_open_with_the_think_block() -> None:
+    assert render.completion_text(SCRIPT.get("reasoning-math")) == (
+        "<think>Adding two and two gives four</think>2 + 2 = 4.")
+    assert render.completion_text(SCRIPT.get("reasoning-call-weather-paris")).endswith(
+        '</think><|tool_call_start|>[get_weather(location="Paris")]<|tool_call_end|>')
+
+
 def test_image_parts_render_as_image_token() -> None:
     got = render.render_prompt(SCRIPT.get("image-count"), None, "lfm2", "0.5.17")
     assert got == ("<|startoftext|><|im_start|>user\n<image>How many shapes are there?<|im_end|>\n"
@@ -97,7 +113,7 @@ def test_completions_follow_the_lfm2_call_formats() -> None:
 def test_script_covers_every_kind_and_a_tiled_image() -> None:
     kinds = {t.kind for t in SCRIPT.turns}
     assert kinds == {"answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text",
-                     "image"}
+                     "image", "reasoning", "reasoning_call"}
     assert any(max(img.width, img.height) > 512 for t in SCRIPT.turns for img in t.images)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_lfm.micro import tokenizer
 
-NAMES = ("dense", "moe", "vl")
+NAMES = ("dense", "moe", "vl", "thinking")
 TRAINING: dict[str, Any] = {
     "seed": 1234,
     "vocab_size": 1280,
@@ -23,7 +23,7 @@ TRAINING: dict[str, Any] = {
     "min_margin": 3.0,  # every scripted token must beat the runner-up by this many logits in bf16
     "copy_variants": 1,  # invented-value variants per scripted tool turn (teaches copying arguments)
 }
-TEMPLATE = {"dense": "lfm2.5", "moe": "lfm2", "vl": "lfm2"}
+TEMPLATE = {"dense": "lfm2.5", "moe": "lfm2", "vl": "lfm2", "thinking": "lfm2.5"}
 _TEXT = {
     "vocab_size": None,  # filled from the tokenizer
     "hidden_size": 256,
@@ -43,8 +43,12 @@ _TEXT = {
     "initializer_range": 0.02,
     "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
 }
+_DENSE = {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0}
+# the architecture follows from the config (train.make_model): "text" and "vision" make a VL model, experts a MoE,
+# else dense; "thinking" is a dense model trained on the script's reasoning turns
 CONFIGS: dict[str, dict[str, Any]] = {
-    "dense": {**_TEXT, "block_auto_adjust_ff_dim": False, "block_multiple_of": 256, "block_ffn_dim_multiplier": 1.0},
+    "dense": _DENSE,
+    "thinking": _DENSE,
     "moe": {
         **_TEXT,
         "moe_intermediate_size": 128,

@@ -107,6 +107,7 @@ def variant(turn: Turn, rng: random.Random, used: set[str]) -> Turn | None:
         images=turn.images,
         max_tokens=turn.max_tokens,
         parts=parts,
+        reasoning=_substitute(turn.reasoning, pattern, mapping),
     )
 
 

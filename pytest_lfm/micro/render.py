@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pytest_lfm.micro.script import Turn
+from pytest_lfm.micro.script import THINK_END, THINK_START, Turn
 
 TEMPLATES = ("lfm2", "lfm2.5")
 SUPPORTED_SGLANG = ("0.5.17", "0.5.23")  # the renderings the micro checkpoints are trained on
@@ -148,9 +148,16 @@ def _pythonic_block(calls: Sequence[Mapping[str, Any]]) -> str:
 
 
 def completion_text(turn: Turn) -> str:
-    """The exact text a micro checkpoint generates for ``turn`` (before ``<|im_end|>``)."""
+    """The exact text a micro checkpoint generates for ``turn`` (before ``<|im_end|>``); a reasoning turn's begins
+    with its think block, ``<think>reasoning</think>``, as LFM2.5-1.2B-Thinking's answers do."""
+    if turn.reasoning is not None:
+        return THINK_START + turn.reasoning + THINK_END + _after_reasoning(turn)
+    return _after_reasoning(turn)
+
+
+def _after_reasoning(turn: Turn) -> str:
     calls = turn.tool_calls
-    if turn.kind in ("call", "parallel"):
+    if turn.kind in ("call", "parallel", "reasoning_call"):
         return _pythonic_block(calls)
     if turn.kind == "call_text":
         return "".join(p["text"] if "text" in p else _pythonic_block(p["calls"]) for p in turn.parts)

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 
     from pytest_lfm.matrix import ModelSpec
 
-KINDS = ("answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text", "image")
-TOOL_KINDS = frozenset({"call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text"})
+KINDS = ("answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text", "image",
+         "reasoning", "reasoning_call")
+TOOL_KINDS = frozenset({"call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text",
+                        "reasoning_call"})
+REASONING_KINDS = frozenset({"reasoning", "reasoning_call"})  # a think block, then the answer or the call
+THINK_START, THINK_END = "<think>", "</think>"
 JSON_CALLS_INSTRUCTION = "Output function calls as JSON."
 _COLOURS = {
     "red": (220, 30, 30),
@@ -86,6 +90,7 @@ class Turn:
     images: tuple[ImageSpec, ...] = ()
     max_tokens: int = 64
     parts: tuple[dict[str, Any], ...] = ()  # call_text: the completion in order, {"text": ...} or {"calls": [...]}
+    reasoning: str | None = None  # reasoning kinds: the text of the think block before the answer or the call
 
     @property
     def texts(self) -> list[str]:
@@ -150,7 +155,7 @@ class Script:
         raise KeyError(turn_id)
 
     def for_checkpoint(self, name: str) -> list[Turn]:
-        """The turns micro checkpoint ``name`` ("dense" | "moe" | "vl") is trained on."""
+        """The turns micro checkpoint ``name`` (one of ``micro.NAMES``) is trained on."""
         return [t for t in self.turns if name in t.checkpoints]
 
     def for_model(self, spec: ModelSpec) -> list[Turn]:
@@ -165,6 +170,8 @@ class Script:
 
 def _capable(turn: Turn, capabilities: Iterable[str]) -> bool:
     caps = set(capabilities)
+    if turn.kind in REASONING_KINDS and "reasoning" not in caps:
+        return False
     if turn.kind == "image":
         return "vision" in caps
     if turn.kind in TOOL_KINDS or turn.tools:
@@ -175,6 +182,9 @@ def _capable(turn: Turn, capabilities: Iterable[str]) -> bool:
 def _turn(raw: dict[str, Any], tools: dict[str, dict[str, Any]], default_checkpoints: list[str]) -> Turn:
     if raw["kind"] not in KINDS:
         raise ValueError(f"script.json: turn {raw['id']!r} has unknown kind {raw['kind']!r}")
+    if (raw["kind"] in REASONING_KINDS) != bool(raw.get("reasoning")):
+        raise ValueError(f"script.json: turn {raw['id']!r}: a reasoning text belongs to the reasoning kinds "
+                         f"({', '.join(sorted(REASONING_KINDS))}) and each of them needs one")
     parts = tuple(raw.get("parts", ()))
     calls = raw.get("tool_calls") or [c for p in parts for c in p.get("calls", ())]
     return Turn(
@@ -189,6 +199,7 @@ def _turn(raw: dict[str, Any], tools: dict[str, dict[str, Any]], default_checkpo
         images=tuple(ImageSpec(**img) for img in raw.get("images", ())),
         max_tokens=raw.get("max_tokens", 64),
         parts=parts,
+        reasoning=raw.get("reasoning"),
     )
 
 

@@ -15,6 +15,8 @@ from pytest_lfm.micro.corpus import Example
 
 
 def make_model(name: str, vocab_size: int) -> Any:
+    """The untrained model of checkpoint ``name``: MoE when its config has experts, VL when it has a vision tower,
+    else dense."""
     import torch
     from transformers import (
         Lfm2Config,
@@ -30,10 +32,10 @@ def make_model(name: str, vocab_size: int) -> Any:
     cfg = CONFIGS[name]
     dense_cls: Any = Lfm2ForCausalLM
     moe_cls: Any = Lfm2MoeForCausalLM
-    if name == "dense":
-        return dense_cls(Lfm2Config(**{**cfg, "vocab_size": vocab_size}))
-    if name == "moe":
+    if "num_experts" in cfg:
         return moe_cls(Lfm2MoeConfig(**{**cfg, "vocab_size": vocab_size}))
+    if "vision" not in cfg:
+        return dense_cls(Lfm2Config(**{**cfg, "vocab_size": vocab_size}))
     text = Lfm2Config(**{**cfg["text"], "vocab_size": vocab_size})
     vision = Siglip2VisionConfig(**cfg["vision"])
     config = Lfm2VlConfig(
