@@ -13,6 +13,7 @@ again whenever the scheduler goes idle (scheduler.py:3961-3962; the ``sglang:num
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -73,7 +74,7 @@ def _busy(http: httpx.Client) -> tuple[int, Any]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_server_answers_after_a_cancelled_request(
     kind: str, lfm_client: openai.OpenAI, lfm_model_name: str, served_launch: served.ServedLaunch,
-    check_still_serving: Any,
+    check_still_serving: Callable[[str], None],
 ) -> None:
     """sglang 0.5.17 tokenizer_manager.py (a cancelled request is aborted; the others go on): the next request,
     sent at once, gets the scripted answer."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,13 @@ import openai
 import pytest
 from PIL import Image
 
-from conformance.test_vision import _ask, _check_answer, _expected_prompt_tokens, _image_turns, _shown
 from pytest_lfm import checks
 from pytest_lfm.images import ImageTokenBudget, blocks, bytes_uri, encoded, png_bytes, stored_png, user_message
 from pytest_lfm.matrix import ModelSpec, flag_value
 from pytest_lfm.micro.script import Script, Turn
 from pytest_lfm.runtime import HttpServer
+
+from .test_vision import _ask, _check_answer, _expected_prompt_tokens, _image_turns, _shown
 
 pytestmark = pytest.mark.lfm_requires("vision")
 
@@ -50,8 +52,9 @@ def _bad_images() -> list[BadImage]:
     return [
         BadImage("not-an-image", bytes_uri(noise, "image/png")),
         BadImage("truncated-png", bytes_uri(png[:len(png) // 2], "image/png"),
-                 known="sglang #28461: sglang 0.5.17 answers 500 for an image PIL cannot finish decoding (an OSError "
-                       "is not a client media error: utils/common.py:1531-1535)"),
+                 known="sglang #28461 (400 for invalid multimodal data, closed): sglang 0.5.17 answers 500 for an "
+                       "image PIL cannot finish decoding (an OSError is not a client media error: "
+                       "utils/common.py:1531-1535)"),
         BadImage("svg", bytes_uri(SVG, "image/svg+xml")),
         BadImage("unreachable-url", UNREACHABLE),
         BadImage("wrong-media-type", bytes_uri(png_bytes(blocks(64, 64, seed=7)), "text/plain"),
@@ -120,7 +123,7 @@ def test_image_that_cannot_be_loaded_gets_a_4xx(bad: BadImage, lfm_client: opena
 
 @pytest.mark.parametrize("bad", [pytest.param(b, id=b.id) for b in BAD_IMAGES])
 def test_server_answers_after_a_bad_image(
-    bad: BadImage, lfm_client: openai.OpenAI, lfm_model_name: str, check_still_serving: Any,
+    bad: BadImage, lfm_client: openai.OpenAI, lfm_model_name: str, check_still_serving: Callable[[str], None],
 ) -> None:
     """A bad image is the client's error: the server answers the next request as before."""
     with contextlib.suppress(openai.APIStatusError):
