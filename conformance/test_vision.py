@@ -116,12 +116,6 @@ def _ask(client: openai.OpenAI, request: Mapping[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def budget(lfm_model: ModelSpec) -> ImageTokenBudget:
-    """The image-token budget of the model's processor config (LFM2-VL defaults when it has none)."""
-    return ImageTokenBudget.for_model(lfm_model.tokenizer_path())
-
-
-@pytest.fixture(scope="module")
 def image_server() -> Iterator[ImageServer]:
     """A local HTTP server for generated images."""
     with ImageServer() as server:

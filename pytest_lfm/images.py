@@ -8,7 +8,9 @@ import io
 import json
 import math
 import random
+import struct
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,9 +49,38 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """The image encoded in PIL format ``fmt`` (``"JPEG"``, ``"WEBP"``, ...) with the encoder's ``options``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def stored_png(image: Image.Image) -> bytes:
+    """The image as a PNG whose pixel data is deflate-stored, not compressed: the same bytes on every machine (a
+    compressed PNG's bytes depend on the zlib build), so a cut of it is a reproducible corrupt image."""
+    rgb = image.convert("RGB")
+    rows = b"".join(b"\x00" + rgb.tobytes()[y * rgb.width * 3:(y + 1) * rgb.width * 3] for y in range(rgb.height))
+    blocks = [rows[i:i + 0xFFFF] for i in range(0, len(rows), 0xFFFF)] or [b""]
+    stream = b"\x78\x01" + b"".join(
+        bytes([i == len(blocks) - 1]) + struct.pack("<HH", len(b), len(b) ^ 0xFFFF) + b
+        for i, b in enumerate(blocks)) + struct.pack(">I", zlib.adler32(rows))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", rgb.width, rgb.height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+def bytes_uri(data: bytes, media_type: str) -> str:
+    """``data`` as a ``data:<media_type>;base64,...`` URI."""
+    return f"data:{media_type};base64," + base64.b64encode(data).decode("ascii")
+
+
 def data_uri(image: Image.Image) -> str:
     """The image as a ``data:image/png;base64,...`` URI, as OpenAI clients send inline images."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+    return bytes_uri(png_bytes(image), "image/png")
 
 
 def image_part(url: str) -> dict[str, Any]:

@@ -571,6 +571,182 @@ def health_check_fails(ex: Exchange) -> bool:
     return True
 
 
+# ---------------------------------------------------------------- bad requests, cancelled requests, bad images
+# (conformance/test_bad_requests.py, test_cancellation.py, test_images.py)
+
+_ROLES = ("system", "user", "assistant", "tool", "function", "developer")
+_UNKNOWN_MODEL = "no-such-model"  # conformance/test_bad_requests.py UNKNOWN_MODEL
+
+
+def _test_name(ex: Exchange) -> str:
+    return ex.node.rpartition("::")[2].partition("[")[0]
+
+
+def _error(status: int, message: str) -> dict[str, Any]:
+    return {"object": "error", "message": message, "type": "Error", "param": None, "code": status}
+
+
+def _answered(ex: Exchange, content: str) -> None:
+    """The exchange as a 200 chat completion answering ``content``."""
+    usage = {"prompt_tokens": 90, "completion_tokens": 4, "total_tokens": 94}
+    ex.status, ex.headers, ex.body_format, ex.events = 200, {"content-type": "application/json"}, "json", None
+    ex.body = {"id": "fault", "object": "chat.completion", "created": 1, "model": _request(ex).get("model", ""),
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop"}], "usage": usage}
+
+
+def _bad_chat_request(ex: Exchange) -> bool:
+    """A chat request that is not JSON, has no messages, an unknown role, content of the wrong type, a negative
+    max_tokens or temperature, or a tool whose parameters are not a JSON object."""
+    if not ex.path.endswith("/chat/completions"):
+        return False
+    if not isinstance(ex.request, dict):
+        return ex.request is not None
+    request, messages = ex.request, ex.request.get("messages")
+    if messages == [] or any(isinstance(m, dict) and (m.get("role") not in _ROLES or not isinstance(
+            m.get("content"), (str, list, type(None)))) for m in messages or ()):
+        return True
+    if any(isinstance(request.get(k), (int, float)) and request[k] < 0 for k in ("max_tokens", "temperature")):
+        return True
+    tools = request.get("tools") or ()
+    return any(not isinstance((tool.get("function") or {}).get("parameters", {}), dict) for tool in tools)
+
+
+def _image_urls(ex: Exchange) -> list[str]:
+    return [part["image_url"].get("url", "") for message in _request(ex).get("messages") or ()
+            if isinstance(message.get("content"), list) for part in message["content"]
+            if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)]
+
+
+def _unloadable(url: str) -> bool:
+    """An image_url a server cannot load, as a recording keys it: a data URI of bytes PIL cannot read, a data URI of
+    another media type, or an http URL (a request answered 4xx failed to fetch it)."""
+    return " bytes sha256:" in url or url.startswith(("data:", "http://", "https://"))
+
+
+def _unavailable_after(ex: Exchange, test: str) -> bool:
+    """The answers of test ``test`` (a check that the server still answers) become HTTP 503."""
+    if _test_name(ex) != test or not _chat(ex) or ex.body_format != "json":
+        return False
+    ex.status, ex.body = 503, _error(503, "Service Unavailable")
+    return True
+
+
+@fault("a bad request (invalid JSON, no messages, an unknown role, ...) gets a 4xx, never a 5xx")
+def bad_request_answered_500(ex: Exchange) -> bool:
+    """A malformed chat request is answered as a server error."""
+    if not _bad_chat_request(ex) or ex.status is None or not 400 <= ex.status < 500:
+        return False
+    ex.status, ex.body_format, ex.body = 500, "json", _error(500, "Internal Server Error")
+    return True
+
+
+@fault("the server answers the scripted answer after a bad request")
+def unavailable_after_bad_request(ex: Exchange) -> bool:
+    """The server stops answering after a bad request."""
+    return _unavailable_after(ex, "test_server_answers_after_a_bad_request")
+
+
+@fault("the response to an unknown model name is served under that name (sglang serves any name)")
+def unknown_model_refused(ex: Exchange) -> bool:
+    """A request naming a model the server does not list is refused with 404."""
+    if not _chat(ex) or _request(ex).get("model") != _UNKNOWN_MODEL:
+        return False
+    ex.status, ex.body_format, ex.body = 404, "json", _error(404, f"The model `{_UNKNOWN_MODEL}` does not exist.")
+    return True
+
+
+@fault("the server answers the scripted answer after a stream closed midway or a client timeout")
+def unavailable_after_cancel(ex: Exchange) -> bool:
+    """The server stops answering after a cancelled request."""
+    return _unavailable_after(ex, "test_server_answers_after_a_cancelled_request")
+
+
+@fault("no request runs or waits a few seconds after a cancelled request (GET /v1/loads)")
+def cancelled_request_keeps_running(ex: Exchange) -> bool:
+    """A cancelled request is never aborted: /v1/loads counts it running."""
+    loads = ex.body.get("loads") if ex.path == "/v1/loads" and isinstance(ex.body, dict) else None
+    if not isinstance(loads, list) or not loads or not all(isinstance(load, dict) for load in loads):
+        return False
+    for load in loads:
+        load["num_running_reqs"] = int(load.get("num_running_reqs", 0)) + 1
+    return True
+
+
+@fault("an image that cannot be loaded (not an image, an SVG, an unreachable URL) gets a 4xx")
+def bad_image_answered_200(ex: Exchange) -> bool:
+    """A corrupt image is answered 200, as if it were a picture."""
+    if ex.status is None or not 400 <= ex.status < 500 or not any(map(_unloadable, _image_urls(ex))):
+        return False
+    _answered(ex, "A red circle.")
+    return True
+
+
+@fault("the server answers the scripted answer after a bad image")
+def unavailable_after_bad_image(ex: Exchange) -> bool:
+    """The server stops answering after an image it cannot load."""
+    return _unavailable_after(ex, "test_server_answers_after_a_bad_image")
+
+
+@fault("RGBA and grayscale images are served")
+def image_mode_refused(ex: Exchange) -> bool:
+    """An image that is not RGB is refused with 400."""
+    if not _chat(ex) or not any(url.startswith(("<image RGBA ", "<image L ")) for url in _image_urls(ex)):
+        return False
+    ex.status, ex.body_format, ex.events = 400, "json", None
+    ex.body = _error(400, "An exception occurred while loading IMAGE data at index 0: unsupported image mode")
+    return True
+
+
+@fault("an RGBA image of the script's picture gets the script's answer")
+def alpha_image_misread(ex: Exchange) -> bool:
+    """An RGBA image is read as another picture (its alpha taken for a colour)."""
+    if not _chat(ex) or ex.body_format != "json" or not any(u.startswith("<image RGBA ") for u in _image_urls(ex)):
+        return False
+    changed = False
+    for message in _messages(ex):
+        if message.get("content"):
+            message["content"], changed = "A black square.", True
+    return changed
+
+
+@fault("a streamed request with an image streams the script's answer")
+def streamed_image_answer_wrong(ex: Exchange) -> bool:
+    """A streamed image request streams an answer about another image."""
+    if _test_name(ex) != "test_image_in_a_streamed_request_gets_the_scripted_answer" or not _streamed(ex):
+        return False
+    changed = False
+    for message in _messages(ex):
+        if message.get("content"):
+            message["content"], changed = message["content"].swapcase(), True
+    return changed
+
+
+@fault("an image in an earlier turn stays in the prompt and in the answer")
+def earlier_image_dropped(ex: Exchange) -> bool:
+    """An image in a user turn before the last is dropped: its tokens leave the prompt, the answer knows none."""
+    messages = _request(ex).get("messages") or []
+    earlier = [m for m in messages[:-1] if isinstance(m.get("content"), list)
+               and any(isinstance(p, dict) and p.get("type") == "image_url" for p in m["content"])]
+    if not earlier or not _chat(ex) or ex.body_format != "json":
+        return False
+    for usage in _usages(ex):
+        usage["prompt_tokens"] = max(1, usage["prompt_tokens"] - 64)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage.get("completion_tokens", 0)
+    for message in _messages(ex):
+        message["content"] = "I see no image."
+    return True
+
+
+@fault("more images than --limit-mm-data-per-request allows get HTTP 400")
+def image_limit_not_enforced(ex: Exchange) -> bool:
+    """The per-request image limit is not enforced: a request over it is answered."""
+    if ex.status != 400 or not isinstance(ex.body, dict) or "exceeds limit" not in str(ex.body.get("message")):
+        return False
+    _answered(ex, "Three shapes.")
+    return True
+
+
 # ---------------------------------------------------------------- whole recordings
 
 

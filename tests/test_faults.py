@@ -106,6 +106,45 @@ def sample_recording() -> list[Exchange]:
         _ex(8, None, path="/v1/models", method="GET",
             body={"object": "list", "data": [{"id": "/models/micro-dense", "max_model_len": 4096}]}),
         _ex(9, None, path="/health_generate", method="GET", body=None),
+        *_request_surface_samples(),
+    ]
+
+
+def _request_surface_samples() -> list[Exchange]:
+    """Bad requests, cancelled requests and bad images (conformance/test_bad_requests.py, test_cancellation.py,
+    test_images.py), shaped like sglang 0.5.17's answers."""
+    hello = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+    refused = {"object": "error", "message": "An exception occurred while loading IMAGE data at index 0: cannot "
+               "identify image file", "type": "BadRequest", "param": None, "code": 400}
+
+    def image(url: str, *, after: str = "") -> dict[str, Any]:
+        turn = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                            {"type": "text", "text": "Describe the image."}]}
+        return {"model": "m", "messages": [turn, *([{"role": "assistant", "content": "A red circle."},
+                                                    {"role": "user", "content": after}] if after else [])]}
+
+    def named(ex: Exchange, test: str) -> Exchange:
+        ex.node = f"conformance/test_demo.py::{test}[m]"
+        return ex
+
+    answer = _completion({"content": "Hello! How can I help you today?"}, "stop")
+    return [
+        _ex(10, '{"model": "m", "messages": [', status=400, body={
+            "object": "error", "message": "JSON decode error", "type": "Bad Request", "param": None, "code": 400}),
+        *(named(_ex(11 + i, hello, body=answer), f"test_server_answers_after_a_{what}")
+          for i, what in enumerate(("bad_request", "cancelled_request", "bad_image"))),
+        _ex(14, {**hello, "model": "no-such-model"}, body=answer),
+        _ex(15, None, path="/v1/loads", method="GET", body={"loads": [{"num_running_reqs": 0, "num_waiting_reqs": 0}]}),
+        _ex(16, image("<image data:image/png;base64 512 bytes sha256:0>"), status=400, body=refused),
+        _ex(17, image("<image RGBA 256x256 pixels sha256:0>"), body=_completion({"content": "A red circle."}, "stop")),
+        named(_ex(18, {**image("<image RGB 256x256 pixels sha256:0>"), "stream": True}, events=_stream(
+            [({"content": "A red circle."}, None), ({}, "stop")])),
+            "test_image_in_a_streamed_request_gets_the_scripted_answer"),
+        _ex(19, image("<image RGB 256x256 pixels sha256:0>", after="What colour?"),
+            body=_completion({"content": "Red."}, "stop", usage=(120, 2))),
+        _ex(20, image("<image RGB 64x64 pixels sha256:0>"), status=400, body={
+            "object": "error", "message": "Image count 4 exceeds limit 3 per request.", "type": "BadRequest",
+            "param": None, "code": 400}),
     ]
 
 
@@ -119,7 +158,10 @@ def test_fault_changes_a_response_and_never_a_request(name: str, tmp_path: Path)
     for before, after in changed:
         assert (after.key, after.request) == (before.key, before.request)
     write_exchanges(tmp_path, mutated)
-    assert [e.to_json() for e in read_exchanges(tmp_path)] == [e.to_json() for e in mutated]
+    def lines(exchanges: list[Exchange]) -> list[str]:  # the files keep each test's exchanges, tests by node id
+        return sorted(json.dumps(e.to_json(), sort_keys=True) for e in exchanges)
+
+    assert lines(read_exchanges(tmp_path)) == lines(mutated)
 
 
 def test_catalogue_has_at_least_twenty_named_faults_with_their_check() -> None:

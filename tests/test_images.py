@@ -17,9 +17,12 @@ from pytest_lfm.images import (
     ImageServer,
     ImageTokenBudget,
     blocks,
+    bytes_uri,
     data_uri,
+    encoded,
     image_part,
     solid,
+    stored_png,
     user_message,
     with_image_urls,
 )
@@ -102,6 +105,24 @@ def test_data_uri_round_trips_the_png() -> None:
     assert uri.startswith("data:image/png;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert decoded.size == (40, 30) and decoded.convert("RGB").tobytes() == image.tobytes()
+
+
+def test_stored_png_is_the_image_in_fixed_bytes_and_a_cut_of_it_does_not_decode() -> None:
+    image = blocks(300, 250, seed=3)  # more than one 64 KiB stored deflate block
+    png = stored_png(image)
+    assert png == stored_png(blocks(300, 250, seed=3)) and png.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(png)).convert("RGB").tobytes() == image.tobytes()
+    cut = Image.open(io.BytesIO(png[:len(png) // 2]))  # the header still reads; the pixels do not
+    with pytest.raises(OSError, match="truncated"):
+        cut.load()
+
+
+def test_other_encodings_round_trip_through_their_data_uri() -> None:
+    image = blocks(40, 30, seed=3)
+    uri = bytes_uri(encoded(image, "WEBP", lossless=True), "image/webp")
+    assert uri.startswith("data:image/webp;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert decoded.format == "WEBP" and decoded.convert("RGB").tobytes() == image.tobytes()
 
 
 def test_blocks_differ_by_seed_and_repeat_by_seed() -> None:

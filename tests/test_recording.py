@@ -51,7 +51,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        try:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        except ValueError:
+            self._send(400, {"object": "error", "message": "JSON decode error", "code": 400})
+            return
+        if body.get("model") == "slow":  # outlasts a client's short timeout
+            time.sleep(1.0)
         if body.get("model") == "nope":
             self._send(400, {"object": "error", "message": "The model `nope` does not exist.", "code": 400})
             return
@@ -261,6 +267,36 @@ def test_stream_left_unread_is_saved_as_incomplete(tmp_path: Path, server_url: s
     store.close()
     (exchange,) = read_exchanges(store.root)
     assert not exchange.complete and 1 <= len(exchange.events or []) < 5
+
+
+def test_cancelled_requests_and_bodies_that_are_not_json_replay_as_recorded(tmp_path: Path, server_url: str) -> None:
+    """What conformance/test_cancellation.py and test_bad_requests.py send: a client timeout (replayed as the same
+    timeout), a stream closed after its first chunk (replayed up to where it was read) and a body that is not JSON
+    (keyed on its bytes)."""
+
+    def send(client: openai.OpenAI, http: httpx.Client) -> tuple[Any, ...]:
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="slow", messages=[{"role": "user", "content": "x"}], timeout=0.2)
+        with client.chat.completions.create(model="m", messages=[{"role": "user", "content": "s"}],
+                                            stream=True) as stream:
+            first = next(iter(stream)).model_dump()
+        rejected = http.post("/v1/chat/completions", content=b'{"model": ',
+                             headers={"content-type": "application/json"})
+        return first, rejected.status_code, rejected.json()
+
+    store = open_store(tmp_path, "m", "record")
+    with _client(store, server_url) as client, \
+            httpx.Client(base_url=server_url, transport=store.transport(NODE)) as http:
+        recorded = send(client, http)
+    store.close()
+    timeout, stream, invalid = sorted(read_exchanges(store.root), key=lambda e: e.seq)
+    assert timeout.error is not None and timeout.error["type"] == "ReadTimeout"
+    assert not stream.complete and invalid.request == '{"model": '
+    replay = open_store(tmp_path, "m", "replay")
+    with _client(replay, REPLAY_BASE_URL) as client, \
+            httpx.Client(base_url=REPLAY_BASE_URL, transport=replay.transport(NODE)) as http:
+        assert send(client, http) == recorded
+    assert recorded[1:] == (400, {"object": "error", "message": "JSON decode error", "code": 400})
 
 
 def test_files_are_split_below_the_size_limit_and_replay_across_parts(tmp_path: Path, server_url: str) -> None:
