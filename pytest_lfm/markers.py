@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_lfm.matrix import CAPABILITIES, PROFILES
+from pytest_lfm.matrix_schema import CAPABILITIES, PROFILES
 from pytest_lfm.settings import DTYPES
 
 
