@@ -379,7 +379,7 @@ def test_a_repeated_id_overrides_the_earlier_entry_and_says_so(pytester: pytest.
     assert load_matrix().overrides == ()
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--lfm-matrix", "redefined.toml", "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["pytest-lfm models: micro-dense, micro-moe, micro-vl",
+    result.stdout.fnmatch_lines(["pytest-lfm models: micro-dense, micro-thinking, micro-moe, micro-vl",
                                  f"pytest-lfm matrix: micro-dense from redefined.toml replaces the one from {builtin}",
                                  "pytest-lfm matrix: mine from redefined.toml replaces the one from redefined.toml"])
 

@@ -90,7 +90,7 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
         "*model: micro (default)*",
         "*dtype: both (environment LFM_DTYPE)*",
         "*launch_timeout: 42s (command line --lfm-launch-timeout)*",
-        "pytest-lfm models: micro-dense, micro-moe, micro-vl",
+        "pytest-lfm models: micro-dense, micro-thinking, micro-moe, micro-vl",
         "pytest-lfm runtime: sglang *; torch *; transformers *; GPUs: *",
     ])
 
@@ -114,7 +114,7 @@ def test_report_header_lists_settings_and_sources(pytester: pytest.Pytester, mon
         (["--lfm-model", "LiquidAI/LFM2-1T"], {},
          "*unknown model 'LiquidAI/LFM2-1T' (from command line --lfm-model). Known ids: micro-dense*"
          "--lfm-matrix FILE*"),
-        (["--lfm-base-url", "http://x:1"], {}, "*tests one running server*names 3 models*"),
+        (["--lfm-base-url", "http://x:1"], {}, "*tests one running server*names 4 models*"),
         (["--lfm-model", ""], {}, "*lfm-model = ?''? (from command line --lfm-model) names no model. Pass a*"),
         ([], {"LFM_MODEL": " , "}, "*(from environment LFM_MODEL) names no model*"),
     ],
