@@ -166,7 +166,7 @@ RADIX_LESS = "---disable-radix-cache"  # what an engine's configuration id adds 
 PLAN_LINE = re.compile(r"^\s*(\d+)\. (engine|server) (.+?)\s+(\d+) tests")
 
 
-@pytest.mark.parametrize(("args", "launches"), [((), 16), (("--lfm-dtype", "both"), 26)], ids=["default", "both"])
+@pytest.mark.parametrize(("args", "launches"), [((), 17), (("--lfm-dtype", "both"), 27)], ids=["default", "both"])
 def test_collection_plans_one_launch_per_runtime_configuration(
     tmp_path: Path, visible_gpus: Callable[[int], None], args: tuple[str, ...], launches: int,
 ) -> None:
@@ -174,7 +174,7 @@ def test_collection_plans_one_launch_per_runtime_configuration(
     launches each (kind, configuration) once, in the order the sorted tests first need them, each model's engine
     before its server; an engine is its configuration without the radix cache. With both dtypes every variant runs
     in each dtype, and the float16 variant (FLOAT16_VARIANT: --stream-interval, SGLANG_FORWARD_UNKNOWN_TOOLS) is a
-    configuration of its own beside the model's own float16 one: 26 launches."""
+    configuration of its own beside the model's own float16 one: 27 launches (micro-thinking has bfloat16 only)."""
     visible_gpus(1)
     (tmp_path / "lfm_dump.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "items.json"
@@ -193,14 +193,16 @@ def test_collection_plans_one_launch_per_runtime_configuration(
     assert [int(m[1]) for m in map(PLAN_LINE.match, result.stdout.splitlines()) if m] == list(range(1, launches + 1))
     assert len(planned) == len(set(planned)) == launches, planned
     engines = [config for kind, config in planned if kind == "engine"]
-    models = ["micro-dense", "micro-moe", "micro-vl"]
+    models = ["micro-dense", "micro-thinking", "micro-moe", "micro-vl"]
     dtypes = ["", "-float16"] if args else [""]
-    own = [f"{m}{d}" for m in models for d in dtypes]
-    assert engines == [c + RADIX_LESS for c in own]  # each engine once, one per configuration of a model
+    # micro-thinking (capability reasoning, bfloat16 only) serves no engine test and has no float16 configuration
+    own = [f"{m}{d}" for m in models for d in (dtypes if m != "micro-thinking" else [""])]
+    first = [(kind, config + RADIX_LESS if kind == "engine" else config)
+             for config in own for kind in (("server",) if config == "micro-thinking" else ("engine", "server"))]
+    assert engines == [c + RADIX_LESS for c in own if c != "micro-thinking"]  # each engine once, one per configuration
     # each model's own configurations first, in selection order, its engine right before its server
-    assert planned[:2 * len(own)] == [(kind, config + RADIX_LESS if kind == "engine" else config)
-                                      for config in own for kind in ("engine", "server")]
-    assert all(kind == "server" for kind, _ in planned[2 * len(own):])
+    assert planned[:len(first)] == first
+    assert all(kind == "server" for kind, _ in planned[len(first):])
     # what the plan launches is exactly what the collected tests that are not skipped need, in their order
     items = [row for row in json.loads(dump.read_text()) if row["runtime"] and not row["skipped"]]
     in_item_order = list(dict.fromkeys(row["config"] for row in items))

@@ -32,7 +32,7 @@ REASONING = {"LiquidAI/LFM2.5-1.2B-Thinking": "qwen3-thinking", "LiquidAI/LFM2.5
 def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() -> None:
     matrix = load_matrix()
     assert {m.id: m.family for m in matrix.models if not m.micro} == REAL
-    assert [m.id for m in matrix.models if m.micro] == ["micro-dense", "micro-moe", "micro-vl"]
+    assert [m.id for m in matrix.models if m.micro] == ["micro-dense", "micro-thinking", "micro-moe", "micro-vl"]
     for model in matrix.models:
         if "tools" in model.capabilities:
             assert model.launch_args[:2] == ("--tool-call-parser", "lfm2"), model.id
@@ -40,7 +40,8 @@ def test_builtin_matrix_lists_every_supported_model_and_the_micro_checkpoints() 
         assert model.sampling, model.id  # every model carries its recommended sampling
     assert {m.id: m.successor for m in matrix.models if m.legacy} == SUCCESSORS
     assert not any(matrix.get(new).legacy for new in SUCCESSORS.values())  # type: ignore[union-attr]
-    assert {m.id: m.reasoning_parser for m in matrix.models if "reasoning" in m.capabilities} == REASONING
+    assert {m.id: m.reasoning_parser for m in matrix.models if "reasoning" in m.capabilities} == {
+        **REASONING, "micro-thinking": "qwen3-thinking"}
     budget = matrix.get("LiquidAI/LFM2.5-1.2B-Instruct").budget_for("NVIDIA B300 SXM6", "low-latency")  # type: ignore[union-attr]
     assert budget is not None and budget["ttft_ms"] == 8.79 and budget["tpot_ms"] == 0.86
 
@@ -133,14 +134,14 @@ def test_malformed_matrix_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def test_selectors() -> None:
     matrix = load_matrix()
     ids = lambda sel: [m.id for m in matrix.select(sel)]  # noqa: E731
-    assert ids(["micro"]) == ["micro-dense", "micro-moe", "micro-vl"]
+    assert ids(["micro"]) == ["micro-dense", "micro-thinking", "micro-moe", "micro-vl"]
     assert ids(["moe"]) == ["LiquidAI/LFM2.5-8B-A1B", "LiquidAI/LFM2.5-24B-A2B", "LiquidAI/LFM2-24B-A2B"]
     assert ids(["dense", "LiquidAI/LFM2-350M"]) == [
         "LiquidAI/LFM2.5-230M", "LiquidAI/LFM2.5-350M", "LiquidAI/LFM2.5-1.2B-Instruct",
         "LiquidAI/LFM2.5-1.2B-Thinking", "LiquidAI/LFM2.5-2.6B", "LiquidAI/LFM2-350M"]
     assert ids(["vl", "dense"])[:1] == ["LiquidAI/LFM2.5-VL-450M"]
     assert ids(["legacy"]) == list(SUCCESSORS)
-    assert len(ids(["all"])) == len(REAL) + 3  # every model: current, legacy and micro
+    assert len(ids(["all"])) == len(REAL) + 4  # every model: current, legacy and micro
     assert ids(["LFM2-VL-3B", "micro-moe"]) == ["LiquidAI/LFM2-VL-3B", "micro-moe"]
     assert ids(["LFM2-8B-A1B", "LFM2.5-8B-A1B"]) == ["LiquidAI/LFM2-8B-A1B", "LiquidAI/LFM2.5-8B-A1B"]
     with pytest.raises(KeyError):
@@ -194,9 +195,10 @@ def test_plain():
 def test_tests_are_parametrized_by_model_id_and_capabilities_skip(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PARAMS)
     result = pytester.runpytest("-v", "-rs", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=7, skipped=3)
+    result.assert_outcomes(passed=8, skipped=5)
     result.stdout.fnmatch_lines_random([
-        "*test_any?micro-dense? PASSED*", "*test_any?micro-vl? PASSED*",
+        "*test_any?micro-dense? PASSED*", "*test_any?micro-vl? PASSED*", "*test_any?micro-thinking? PASSED*",
+        "SKIPPED * micro-thinking lacks capability tools",
         "*test_vision?micro-vl? PASSED*", "*test_vision?micro-dense? SKIPPED*",
         "*test_tools?micro-moe? PASSED*",
         "SKIPPED * micro-dense lacks capability vision",
@@ -233,7 +235,7 @@ def test_tests_group_by_configuration_and_model_per_worker(pytester: pytest.Pyte
     configs = [n.split("[", 1)[1] for n in names if "[" in n]
     # each configuration forms one contiguous block: it launches once
     blocks = [c for i, c in enumerate(configs) if i == 0 or configs[i - 1] != c]
-    assert len(blocks) == len(set(blocks)) == 6, configs
+    assert len(blocks) == len(set(blocks)) == 8, configs
 
 
 def test_per_model_engine_block_then_server_block_pool_drivers_last_and_timing_checks_after_all(
@@ -375,7 +377,8 @@ def test_a_repeated_id_overrides_the_earlier_entry_and_says_so(pytester: pytest.
                                 Override("mine", str(path), str(path)))
     assert matrix.get("micro-dense").capabilities == {"chat"}  # type: ignore[union-attr]
     assert matrix.get("mine").capabilities == {"chat", "tools"}  # type: ignore[union-attr]
-    assert matrix.ids()[:3] == ["micro-dense", "micro-moe", "micro-vl"]  # the new entry takes the old one's place
+    # the new entry takes the old one's place
+    assert matrix.ids()[:4] == ["micro-dense", "micro-thinking", "micro-moe", "micro-vl"]
     assert load_matrix().overrides == ()
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--lfm-matrix", "redefined.toml", "-p", "no:cacheprovider")

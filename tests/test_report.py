@@ -120,7 +120,7 @@ def check_content(data: dict[str, Any], markdown: str) -> None:
     assert checks["test_pass"]["notes"] == {"prompt_fingerprint": "abc123def456", "prompt_tokens": 257}
     assert data["summary"] == {"fail": 2, "xpass": 1, "xfail": 1, "skip": 1, "pass": 2}
     assert set(data["versions"]) >= {"sglang", "torch", "transformers"} and data["versions"]["sglang"]
-    assert [m["id"] for m in data["models"]] == ["micro-dense", "micro-moe", "micro-vl"]
+    assert [m["id"] for m in data["models"]] == ["micro-dense", "micro-thinking", "micro-moe", "micro-vl"]
     assert data["launches"] and all(x["startup_seconds"] == 12.5 and x["config"] == "micro-dense"
                                     for x in data["launches"])
     # the time split: per launch 2 s waited for, 10.5 s hidden behind tests (summed over xdist's workers)
