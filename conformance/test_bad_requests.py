@@ -25,6 +25,8 @@ from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Script, Turn
 
 CHAT = "/v1/chat/completions"
+# each bad request is a scripted chat turn changed, and the answer after it a scripted chat turn: models that claim chat
+pytestmark = pytest.mark.lfm_requires("chat")
 UNKNOWN_MODEL = "no-such-model"
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", "parameters": {
     "type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}

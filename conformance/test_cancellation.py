@@ -31,6 +31,13 @@ STREAMED_CHUNKS = 3  # chunks a closing client reads before it closes the stream
 CLIENT_TIMEOUT_S = 0.5
 SETTLE_S = 3.0  # seconds the server gets to drop a cancelled request: sglang's 2 s abort task, and a margin
 LOADS = "/v1/loads"
+STILL_RUNNING = ("sglang 0.5.17 on an H200 (docs/gpu-runs/2026-12-02-h200-b): 3 s after the cancel /v1/loads still "
+                 "counted the request running (num_running_reqs 1, 3558 of its 3840 tokens in use) on every micro "
+                 "checkpoint, closed stream and client timeout alike; on a second launch one case of four returned "
+                 "to 0")
+
+# the suite's requests are the script's chat turns (the answer after the cancel): models that claim chat
+pytestmark = pytest.mark.lfm_requires("chat")
 
 
 def _long_request(model_name: str, launch: served.ServedLaunch) -> dict[str, Any]:
@@ -83,6 +90,7 @@ def test_server_answers_after_a_cancelled_request(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.xfail(strict=False, reason=STILL_RUNNING)
 def test_running_requests_return_to_zero_after_a_cancelled_request(
     kind: str, lfm_client: openai.OpenAI, lfm_http: httpx.Client, lfm_model_name: str,
     served_launch: served.ServedLaunch, lfm_settings: Settings,
