@@ -95,8 +95,33 @@ def _compare(args: argparse.Namespace) -> int:
                                      "selections, so their verdicts say little about each other. Compare reports of "
                                      "the same selection, or lower --min-overlap")
     if args.same_verdicts:
-        return 1 if diff.verdict_changes else 0
+        changed = {c.nodeid for c in diff.verdict_changes}
+        if args.changed is None:
+            return 1 if changed else 0
+        try:
+            expected = _changed_checks(args.changed)
+        except OSError as exc:
+            return _bad_input("compare", f"--changed {args.changed}: {exc.strerror}; pass a file of check ids")
+        stale = sorted(expected - changed)
+        if stale:
+            return _bad_input("compare", f"--changed {args.changed} names {len(stale)} checks whose verdict did not "
+                                         f"change (or that one report lacks), e.g. {stale[0]}: remove them")
+        unexpected = sorted(changed - expected)
+        for nodeid in unexpected:
+            print(f"changed and not in {args.changed}: {nodeid}", file=sys.stderr)
+        return 1 if unexpected else 0
     return 1 if diff.regressed else 0
+
+
+def _changed_checks(path: str) -> set[str]:
+    """The check ids of a --changed file: one per line, each followed by ``# why`` if wanted; blank lines and lines
+    starting with ``#`` are skipped."""
+    ids = set()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        nodeid = line.split(" #", 1)[0].strip()
+        if nodeid and not nodeid.startswith("#"):
+            ids.add(nodeid)
+    return ids
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -146,6 +171,10 @@ def parser() -> argparse.ArgumentParser:
                            help="relative latency change worth listing (default 0.05 = 5%%)")
     compare_p.add_argument("--same-verdicts", action="store_true",
                            help="exit 1 when any check both reports hold has another verdict (replay vs its GPU run)")
+    compare_p.add_argument("--changed", metavar="FILE", default=None,
+                           help="with --same-verdicts: the check ids (one per line, '# why' after each) whose "
+                           "verdict is known to differ, e.g. tests changed since the GPU run; any other change "
+                           "exits 1, and a listed check that did not change exits 2")
     compare_p.add_argument("--min-overlap", type=_fraction, default=None, metavar="FRACTION",
                            help="exit 2 when the check ids both reports hold are fewer than this share of the "
                            f"smaller report's checks (default {SAME_VERDICTS_MIN_OVERLAP} with --same-verdicts, "

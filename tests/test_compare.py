@@ -133,6 +133,23 @@ def test_same_verdicts_flag_fails_on_any_changed_verdict(tmp_path: Path) -> None
     assert cli.main(["compare", str(old), str(new), "--same-verdicts"]) == 0
 
 
+def test_changed_names_the_verdicts_known_to_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new, changed = tmp_path / "gpu.json", tmp_path / "replay.json", tmp_path / "changed.txt"
+    checks = [check("t::a", "pass"), check("t::b", "fail", "x"), check("t::c", "fail", "y")]
+    old.write_text(json.dumps(report("0.5.17", checks, [])))
+    new.write_text(json.dumps(report("0.5.17", [checks[0], check("t::b", "skip"), check("t::c", "xfail")], [])))
+    changed.write_text("# changed since the GPU run\nt::b  # now skipped there\n\n")
+    args = ["compare", str(old), str(new), "--same-verdicts", "--changed", str(changed)]
+    assert cli.main(args) == 1  # t::c changed too, unlisted
+    assert "changed and not in " in capsys.readouterr().err
+    changed.write_text("t::b\nt::c  # xfail since\n")
+    assert cli.main(args) == 0
+    changed.write_text("t::b\nt::c\nt::a  # listed, yet unchanged\n")
+    assert cli.main(args) == 2
+    assert "names 1 checks whose verdict did not change" in capsys.readouterr().err and "t::a" in changed.read_text()
+    assert cli.main([*args[:-1], str(tmp_path / "missing.txt")]) == 2
+
+
 def write(path: Path, data: Any) -> Path:
     path.write_text(json.dumps(data))
     return path
