@@ -57,10 +57,12 @@ for name in ("micro-dense", "micro-vl"):
               f"launch_args = {json.dumps(list(spec.launch_args))}", 'min_sglang = "0.5.10"', 'dtypes = ["bfloat16"]', ""]
 open(sys.argv[1], "w").write("\n".join(lines))
 PY
-    ids=$(grep '^id = ' "$OUTD/usermodel/user.toml" | sed 's/id = "\(.*\)"/--lfm-model \1/' | tr '\n' ' ')
-    # shellcheck disable=SC2086  # $ids is --lfm-model PATH, twice
-    timed "$OUTD/usermodel" 600 --lfm-matrix "$OUTD/usermodel/user.toml" $ids --lfm-level quick \
-      --lfm-report "$OUTD/usermodel/report" ;;
+    # --option=PATH, never --option PATH: pytest takes a separate argument that names an existing path as a test
+    # path when it looks for its rootdir (here /tmp: no pyproject.toml, no testpaths, tests/ collected)
+    ids=$(grep '^id = ' "$OUTD/usermodel/user.toml" | sed 's/id = "\(.*\)"/--lfm-model=\1/' | tr '\n' ' ')
+    # shellcheck disable=SC2086  # $ids is --lfm-model=PATH, twice
+    timed "$OUTD/usermodel" 600 --lfm-matrix="$OUTD/usermodel/user.toml" $ids --lfm-level quick \
+      --lfm-report="$OUTD/usermodel/report" ;;
   baseurl)  # micro-dense's server suites against a server started by hand, then on a server the plugin launches
     model=$(python3 -c "from pytest_lfm import micro; print(micro.build('dense'))")
     args=$(python3 -c "from pytest_lfm.matrix import load_matrix, LaunchConfig; \
