@@ -78,6 +78,9 @@ def _fraction(text: str) -> float:
 def _compare(args: argparse.Namespace) -> int:
     from pytest_lfm.report.compare import ReportError, compare, render_markdown
 
+    if args.changed is not None and not args.same_verdicts:
+        return _bad_input("compare", f"--changed {args.changed} names verdicts known to differ: it goes with "
+                                     "--same-verdicts")
     try:
         diff = compare(args.old, args.new, args.threshold)
     except ReportError as exc:

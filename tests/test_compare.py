@@ -148,6 +148,8 @@ def test_changed_names_the_verdicts_known_to_differ(tmp_path: Path, capsys: pyte
     assert cli.main(args) == 2
     assert "names 1 checks whose verdict did not change" in capsys.readouterr().err and "t::a" in changed.read_text()
     assert cli.main([*args[:-1], str(tmp_path / "missing.txt")]) == 2
+    assert cli.main(["compare", str(old), str(new), "--changed", str(changed)]) == 2  # without --same-verdicts
+    assert "it goes with --same-verdicts" in capsys.readouterr().err
 
 
 def write(path: Path, data: Any) -> Path:
