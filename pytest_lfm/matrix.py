@@ -43,11 +43,17 @@ FLOAT16_VARIANT: dict[str, Any] = {
 """The float16 launch (``@pytest.mark.lfm_launch(**FLOAT16_VARIANT)``): the dtype suite's, which also streams in
 chunks and forwards calls to unknown tools, so that those checks need no launch of their own (LAUNCH_REASONS)."""
 DISABLE_RADIX_CACHE = "--disable-radix-cache"
+DETERMINISTIC_INFERENCE = "--enable-deterministic-inference"
+DETERMINISTIC_VARIANT: dict[str, Any] = {"extra_args": (DETERMINISTIC_INFERENCE,)}
+"""The launch on which a request's seed decides its sampling (``@pytest.mark.lfm_launch(**DETERMINISTIC_VARIANT)``):
+sglang 0.5.17 ignores seeds without it (sampling/sampling_batch_info.py:118-133)."""
 LAUNCH_REASONS: dict[str, str] = {
     "--stream-interval": ("streams several tokens per chunk: call blocks split across and joined in deltas "
                           "(conformance/test_tool_text.py; sglang #40291)"),
     f"{FORWARD_UNKNOWN_TOOLS_ENV}=1": ("forwards a call to a tool the request lacks "
                                        "(conformance/test_unknown_tools.py; function_call/lfm2_detector.py)"),
+    DETERMINISTIC_INFERENCE: ("samples by each request's seed: the same seed, the same text "
+                              "(conformance/test_sampling.py; sampling/sampling_batch_info.py:118-133)"),
     DISABLE_RADIX_CACHE: ("the engine is the prefix cache's reference: greedy outputs without one "
                           "(conformance/test_prefix_cache.py; sglang #36951, #33450)"),
 }

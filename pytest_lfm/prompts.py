@@ -70,3 +70,16 @@ def filled_messages(tokenizer_path: str, tokens: int, sglang_version: str) -> tu
     while length(count + 1) <= tokens:
         count += 1
     return chat(count), length(count)
+
+
+def raw_prompt(tokenizer_path: str, messages: Sequence[Mapping[str, Any]], sglang_version: str) -> tuple[str, int]:
+    """The chat prompt as the text a ``/v1/completions`` request sends for it, and its token count. sglang tokenizes
+    that text with the tokenizer's special tokens (managers/tokenizer_manager.py ``_tokenize_texts``): where the
+    tokenizer adds its BOS itself, the template's BOS is left out of the text."""
+    tokenizer = _tokenizer(tokenizer_path)
+    ids = prompt_ids(tokenizer_path, messages, None, sglang_version)
+    text = str(tokenizer.decode(ids, skip_special_tokens=False))
+    bos = tokenizer.bos_token or ""
+    if bos and text.startswith(bos) and list(tokenizer(text)["input_ids"]) != ids:
+        text = text[len(bos):]
+    return text, len(ids)

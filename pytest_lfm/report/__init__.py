@@ -16,6 +16,7 @@ from pytest_lfm.report.schema import (
     STATUSES,
     Check,
     fidelity_rows,
+    grammar_rows,
     latency_rows,
     scripted_turn_rows,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Check",
     "Report",
     "fidelity_rows",
+    "grammar_rows",
     "latency_rows",
     "note",
     "notes_of",

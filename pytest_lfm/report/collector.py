@@ -31,6 +31,7 @@ from pytest_lfm.report.schema import (
     STATUSES,
     Check,
     fidelity_rows,
+    grammar_rows,
     latency_rows,
     scripted_turn_rows,
 )
@@ -200,6 +201,7 @@ class Report:
             "latency": latency_rows(checks),
             "fidelity": fidelity_rows(checks),
             "scripted_turns": scripted_turn_rows(checks),
+            "grammar": grammar_rows(checks),
         }
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the suite properties must be in it

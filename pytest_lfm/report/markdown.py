@@ -102,6 +102,11 @@ def render_markdown(data: Mapping[str, Any]) -> str:
                   *table(["checkpoint", "turns", "exact", "percent", "missed"],
                           ((r["checkpoint"], r["turns"], r["exact"], r["percent"], ", ".join(r["missed"]) or "-")
                            for r in data["scripted_turns"])), ""]
+    if data.get("grammar"):
+        lines += ["## Structured output: grammar backend", "",
+                  *table(["config", "grammar backend", "checks", "passed"],
+                          ((r["config"], r["grammar_backend"], r["checks"], r["passed"]) for r in data["grammar"])),
+                  ""]
     lines += ["## All checks", "",
               *table(["check", "status", "s", "prompt", "tokens"],
                       ((c["nodeid"], c["status"], c["duration_s"], c["notes"].get(PROMPT_FINGERPRINT),

@@ -43,6 +43,7 @@ from pytest_lfm.report.schema import (
     STATUSES,
     Check,
     fidelity_rows,
+    grammar_rows,
     latency_rows,
     scripted_turn_rows,
 )
@@ -206,6 +207,7 @@ def merge(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         "latency": latency_rows(check_objects),
         "fidelity": fidelity_rows(check_objects),
         "scripted_turns": scripted_turn_rows(check_objects),
+        "grammar": grammar_rows(check_objects),
     }
     time_split = _time_split(parts)
     if time_split is not None:

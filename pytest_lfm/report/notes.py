@@ -23,6 +23,7 @@ MODEL: Final = "model"
 LATENCY: Final = "latency"
 FIDELITY: Final = "fidelity"
 SCRIPTED_TURN: Final = "scripted_turn"
+GRAMMAR_BACKEND: Final = "grammar_backend"  # the constrained-decoding backend a structured-output check ran on
 QUIET: Final = "quiet"
 # the rendered prompt of a check: compare's prompt changes and the report's "All checks" table
 PROMPT_FINGERPRINT: Final = "prompt_fingerprint"

@@ -10,6 +10,7 @@ from typing import Any, cast
 from pytest_lfm.report.notes import (
     CONFIG,
     FIDELITY,
+    GRAMMAR_BACKEND,
     LATENCY,
     QUIET,
     SCRIPTED_TURN,
@@ -105,4 +106,20 @@ def scripted_turn_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
             row["missed"].append(turn["turn"])
     for row in table.values():
         row["percent"] = round(100 * row["exact"] / row["turns"], 1)
+    return [table[k] for k in sorted(table)]
+
+
+def grammar_rows(checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """Per launch configuration: the grammar backend its structured-output checks ran on (the server's
+    ``grammar_backend``) and how many of them passed."""
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for check in checks:
+        backend = check.notes.get(GRAMMAR_BACKEND)
+        if not isinstance(backend, str):
+            continue
+        config = str(check.notes.get(CONFIG, "-"))
+        row = table.setdefault((config, backend), {"config": config, "grammar_backend": backend, "checks": 0,
+                                                   "passed": 0})
+        row["checks"] += 1
+        row["passed"] += check.status == "pass"
     return [table[k] for k in sorted(table)]
