@@ -2,7 +2,8 @@
 # The runs of this folder, in order, on one H200 with the offline sglang 0.5.17 bundle (docs/development.md) installed in
 # /tmp/lfm-site (no install of this project: it runs from the checkout, hence -p pytest_lfm.plugin).
 #   bash docs/gpu-runs/2026-12-02-h200-c/run.sh OUTDIR [PHASE ...]
-# phases: together (the default: full and usermodel side by side), full, usermodel. The quick, signals, merge and
+# phases: together (full and usermodel side by side), full, usermodel, surface (the suites of the request surface
+# and those the micro script change touches, recorded). The quick, signals, merge and
 # baseurl phases are those of ../2026-12-02-h200-a/run.sh.
 # Each phase writes OUTDIR/<phase>/ (pytest.log, report/, after.txt: GPU memory and sglang processes afterwards).
 set -u
@@ -38,6 +39,11 @@ for phase in $PHASES; do
   full)  # the README's main command: default selection (the three micro checkpoints), nothing deselected, recorded
     nvidia-smi > "$OUTD/nvidia-smi.txt" 2>&1
     timed "$OUTD/full" 780 --lfm-report "$OUTD/full/report" --lfm-record "$OUTD/full/recordings" ;;
+  surface)  # default selection, full level: structured output, sampling, completions, images, forced calls, scripted turns
+    nvidia-smi > "$OUTD/nvidia-smi.txt" 2>&1
+    timed "$OUTD/surface" 500 conformance/test_structured_output.py conformance/test_sampling.py \
+      conformance/test_completions.py conformance/test_images.py conformance/test_tool_choice.py \
+      conformance/test_micro_script.py --lfm-report "$OUTD/surface/report" --lfm-record "$OUTD/surface/recordings" ;;
   usermodel)  # micro-dense's and micro-vl's built directories as a user's own models (--lfm-matrix, no micro key):
     # the checks a user with real weights gets (structure, not exact answers), on one server per model
     mkdir -p "$OUTD/usermodel"
