@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_lfm.micro.script import load_script
 from pytest_lfm.recording.exchange import Exchange
 from pytest_lfm.recording.jsonl import read_exchanges, write_exchanges
 
@@ -745,6 +746,186 @@ def image_limit_not_enforced(ex: Exchange) -> bool:
         return False
     _answered(ex, "Three shapes.")
     return True
+
+
+# ---------------------------------------------------------------- structured output, sampling, /v1/completions
+# (conformance/test_structured_output.py, test_sampling.py, test_completions.py)
+
+_FILTERS = (("top_k", 1), ("top_p", 0.01), ("min_p", 1.0))
+
+
+def _set_content(ex: Exchange, text: str) -> bool:
+    """Every choice's content becomes ``text`` (streamed: in the first content delta, the others emptied)."""
+    changed = False
+    for message in _messages(ex):
+        if isinstance(message.get("content"), str) and (message["content"] or not _streamed(ex)):
+            message["content"], changed = ("" if changed and _streamed(ex) else text), True
+    return changed
+
+
+def _sampled(ex: Exchange) -> bool:
+    """A chat request sampled at temperature 1 or so with no filter that leaves one token."""
+    request = _request(ex)
+    return (_chat(ex) and float(request.get("temperature") or 0) >= 0.5
+            and not any(request.get(k) == v for k, v in _FILTERS))
+
+
+def _completion_choices(ex: Exchange) -> Iterator[dict[str, Any]]:
+    """The choices of a /v1/completions answer, or of each of its chunks."""
+    if not ex.path.endswith("/v1/completions") or ex.status != 200 or ex.error is not None:
+        return
+    holders = ex.chunks() if ex.body_format == "sse" else [ex.body] if isinstance(ex.body, dict) else []
+    for holder in holders:
+        yield from holder.get("choices") or ()
+
+
+@fault("a json_object or json_schema response format gives a JSON object (valid against the schema)")
+def response_format_ignored(ex: Exchange) -> bool:
+    """The response format is ignored: the answer is prose."""
+    if not _chat(ex) or not isinstance(_request(ex).get("response_format"), dict):
+        return False
+    return _set_content(ex, "Yes, the sky is blue.")
+
+
+@fault("a json_schema answer validates against its schema")
+def schema_not_enforced(ex: Exchange) -> bool:
+    """A JSON schema is not enforced: the object has a value outside the schema's enum."""
+    if not _chat(ex) or (_request(ex).get("response_format") or {}).get("type") != "json_schema":
+        return False
+    return _set_content(ex, '{"answer": "maybe"}')
+
+
+@fault("an answer under a regex or an EBNF grammar matches it")
+def grammar_constraint_ignored(ex: Exchange) -> bool:
+    """A regex or EBNF constraint is ignored: the answer is free text."""
+    if not _chat(ex) or not (_request(ex).get("regex") or _request(ex).get("ebnf")):
+        return False
+    return _set_content(ex, "Yes, it is.")
+
+
+@fault("two requests with one seed give one text (on a launch that honours seeds)")
+def seed_not_reproducible(ex: Exchange) -> bool:
+    """The seed does not decide the sampling: a repeated seeded request samples another text."""
+    if not _sampled(ex) or _request(ex).get("seed") is None or ex.occurrence < 1 or _streamed(ex):
+        return False
+    changed = False
+    for message in _messages(ex):
+        if isinstance(message.get("content"), str):
+            message["content"], changed = message["content"] + " Then it rained.", True
+    return changed
+
+
+@fault("sampling at temperature 1 gives different texts for different seeds and n > 1")
+def sampling_collapsed(ex: Exchange) -> bool:
+    """Sampling ignores the temperature: every sampled request and choice gives one text."""
+    return _sampled(ex) and not _streamed(ex) and _set_content(ex, "Once upon a time.")
+
+
+@fault("top_k 1, top_p 0.01 or min_p 1 at temperature 1 gives the greedy text")
+def sampling_filter_ignored(ex: Exchange) -> bool:
+    """top_k / top_p / min_p are accepted and ignored: the filtered request samples as an unfiltered one."""
+    request = _request(ex)
+    if not _chat(ex) or float(request.get("temperature") or 0) <= 0 or not any(
+            request.get(k) == v for k, v in _FILTERS):
+        return False
+    changed = False
+    for message in _messages(ex):
+        if isinstance(message.get("content"), str):
+            message["content"], changed = message["content"] + " The end.", True
+    return changed
+
+
+@fault("a repetition penalty far from 1 changes the greedy answer")
+def repetition_penalty_ignored(ex: Exchange) -> bool:
+    """repetition_penalty is accepted and ignored: the answer is the script's answer without it."""
+    request = _request(ex)
+    penalty = request.get("repetition_penalty")
+    if not _chat(ex) or not isinstance(penalty, (int, float)) or penalty >= 1:
+        return False
+    plain = next((t.content for t in load_script().turns if list(t.messages) == request.get("messages")), None)
+    return plain is not None and _set_content(ex, plain)
+
+
+@fault("the recommended sampling keeps a micro checkpoint's scripted answers")
+def recommended_sampling_drifts(ex: Exchange) -> bool:
+    """At a low temperature with the model card's filters the answers drift from the greedy ones."""
+    request = _request(ex)
+    if not _chat(ex) or not 0 < float(request.get("temperature") or 0) < 0.5 or _streamed(ex):
+        return False
+    changed = False
+    for message in _messages(ex):
+        if isinstance(message.get("content"), str) and message["content"]:
+            message["content"], changed = message["content"].swapcase(), True
+    return changed
+
+
+@fault("/v1/completions answers the raw chat prompt with the chat answer")
+def completion_text_wrong(ex: Exchange) -> bool:
+    """A completion's text is another text than the model generated."""
+    changed = False
+    for choice in _completion_choices(ex) if ex.body_format == "json" else ():
+        if isinstance(choice.get("text"), str) and choice["text"]:
+            choice["text"], changed = choice["text"][::-1], True
+    return changed
+
+
+@fault("/v1/completions counts the prompt's tokens as the checkpoint's tokenizer does")
+def completion_prompt_tokens_off(ex: Exchange) -> bool:
+    """The raw prompt is tokenized otherwise (a BOS added twice): one prompt token more."""
+    if not ex.path.endswith("/v1/completions"):
+        return False
+    changed = False
+    for usage in _usages(ex):
+        usage["prompt_tokens"] += 1
+        usage["total_tokens"] = usage["prompt_tokens"] + usage.get("completion_tokens", 0)
+        changed = True
+    return changed
+
+
+@fault("/v1/completions with a small max_tokens ends with finish_reason 'length'")
+def completion_max_tokens_ignored(ex: Exchange) -> bool:
+    """max_tokens ends a completion as if it had stopped by itself."""
+    changed = False
+    for choice in _completion_choices(ex):
+        if choice.get("finish_reason") == "length":
+            choice["finish_reason"], changed = "stop", True
+    return changed
+
+
+@fault("/v1/completions ends the text before a stop string")
+def completion_stop_string_kept(ex: Exchange) -> bool:
+    """The stop string is left in the text."""
+    stop = _request(ex).get("stop")
+    word = stop[0] if isinstance(stop, list) and stop else stop if isinstance(stop, str) else None
+    if not word or ex.body_format != "json":
+        return False
+    changed = False
+    for choice in _completion_choices(ex):
+        if isinstance(choice.get("text"), str):
+            choice["text"], changed = choice["text"] + word, True
+    return changed
+
+
+@fault("/v1/completions with logprobs N gives each token's logprob and its N most likely")
+def completion_logprobs_wrong(ex: Exchange) -> bool:
+    """The logprobs name a token less likely than the one generated at temperature 0."""
+    changed = False
+    for choice in _completion_choices(ex):
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict) and logprobs.get("token_logprobs"):
+            logprobs["token_logprobs"][0] -= 5.0
+            changed = True
+    return changed
+
+
+@fault("a streamed completion is the non-streamed one")
+def completion_stream_differs(ex: Exchange) -> bool:
+    """A streamed completion streams another text."""
+    changed = False
+    for choice in _completion_choices(ex) if ex.body_format == "sse" else ():
+        if isinstance(choice.get("text"), str) and choice["text"]:
+            choice["text"], changed = choice["text"].swapcase() + "x", True
+    return changed
 
 
 # ---------------------------------------------------------------- whole recordings

@@ -34,7 +34,7 @@ SHOWN = ", ".join(map(str, RECORDINGS)) or "docs/gpu-runs/**/recordings"
 # Also mutants of a fault the recorded sglang already has: its check is xfail there, so the mutant changes no verdict.
 SUITE_GAPS: dict[str, str] = {
     "cancelled_request_keeps_running": "sglang 0.5.17 kept the cancelled requests running in the recordings "
-                                       "(docs/gpu-runs/2026-12-02-h200-b): the check is xfail on them",
+                                       "(docs/gpu-runs/2026-12-02-h200-b, -c): the check is xfail on them",
 }
 
 
@@ -111,6 +111,7 @@ def sample_recording() -> list[Exchange]:
             body={"object": "list", "data": [{"id": "/models/micro-dense", "max_model_len": 4096}]}),
         _ex(9, None, path="/health_generate", method="GET", body=None),
         *_request_surface_samples(),
+        *_sampling_and_completion_samples(),
     ]
 
 
@@ -149,6 +150,48 @@ def _request_surface_samples() -> list[Exchange]:
         _ex(20, image("<image RGB 64x64 pixels sha256:0>"), status=400, body={
             "object": "error", "message": "Image count 4 exceeds limit 3 per request.", "type": "BadRequest",
             "param": None, "code": 400}),
+    ]
+
+
+def _sampling_and_completion_samples() -> list[Exchange]:
+    """Structured output, sampling and /v1/completions (conformance/test_structured_output.py, test_sampling.py,
+    test_completions.py), shaped like sglang 0.5.17's answers."""
+    sky = {"model": "m", "messages": [{"role": "user", "content": "Is the sky blue?"}], "max_tokens": 64,
+           "temperature": 0}
+    story = {"model": "m", "messages": [{"role": "user", "content": "Tell me a short story."}], "max_tokens": 32,
+             "temperature": 1.0}
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+    seeded = _ex(27, {**story, "seed": 11}, body=_completion({"content": "Red fox."}, "stop"))
+    seeded.occurrence = 1
+
+    def completion(text: str, finish: str, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"id": "t1", "object": "text_completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 19, "completion_tokens": 3, "total_tokens": 22}}
+
+    raw = {"model": "m", "prompt": "<|startoftext|><|im_start|>user\nCount from 1 to 20.<|im_end|>\n", "max_tokens": 96,
+           "temperature": 0.0}
+    chunk = {"id": "t2", "object": "text_completion", "created": 1, "model": "m"}
+    return [
+        _ex(21, {**sky, "response_format": schema}, body=_completion({"content": '{"answer": "yes"}'}, "stop")),
+        _ex(22, {**sky, "stream": True, "response_format": {"type": "json_object"}}, events=_stream(
+            [({"content": '{"answer": '}, None), ({"content": '"yes"}'}, None), ({}, "stop")])),
+        _ex(23, {**sky, "regex": "(yes|no)"}, body=_completion({"content": "yes"}, "stop")),
+        _ex(24, {**story, "top_k": 1, "seed": 11}, body=_completion({"content": "No."}, "stop")),
+        _ex(25, {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 64,
+                 "temperature": 0.0, "repetition_penalty": 0.01}, body=_completion({"content": "HelHelHel"}, "length")),
+        _ex(26, {**sky, "temperature": 0.1, "top_p": 0.1}, body=_completion({"content": "Yes."}, "stop")),
+        seeded,
+        _ex(28, {**story, "n": 4}, body=_completion({"content": "A cat."}, "stop", n=4)),
+        _ex(29, raw, path="/v1/completions", body=completion("1, 2, 3, 4.", "stop")),
+        _ex(30, {**raw, "max_tokens": 6, "logprobs": 3}, path="/v1/completions", body=completion(
+            "1, 2", "length", {"tokens": ["1", ",", " 2"], "token_logprobs": [-0.01, -0.02, -0.01],
+                               "top_logprobs": [{"1": -0.01}, {",": -0.02}, {" 2": -0.01}], "text_offset": [-1] * 3})),
+        _ex(31, {**raw, "stop": ["4"]}, path="/v1/completions", body=completion("1, 2, 3, ", "stop")),
+        _ex(32, {**raw, "stream": True}, path="/v1/completions", events=[
+            {"data": {**chunk, "choices": [{"index": 0, "text": "1, 2", "finish_reason": None}]}, "t": 0.0},
+            {"data": {**chunk, "choices": [{"index": 0, "text": ", 3.", "finish_reason": "stop"}]}, "t": 0.01},
+            {"text": "[DONE]", "t": 0.02}]),
     ]
 
 
