@@ -763,6 +763,24 @@ def _set_content(ex: Exchange, text: str) -> bool:
     return changed
 
 
+def _edit_content(ex: Exchange, edit: Callable[[str], str]) -> bool:
+    """Every non-empty content of a non-streamed answer edited."""
+    changed = False
+    for message in _messages(ex) if not _streamed(ex) else ():
+        if isinstance(message.get("content"), str) and message["content"]:
+            message["content"], changed = edit(message["content"]), True
+    return changed
+
+
+def _edit_completion_text(ex: Exchange, edit: Callable[[str], str], body_format: str = "json") -> bool:
+    """Every non-empty text of a /v1/completions answer (``body_format`` json) or of its chunks (sse) edited."""
+    changed = False
+    for choice in _completion_choices(ex) if ex.body_format == body_format else ():
+        if isinstance(choice.get("text"), str) and choice["text"]:
+            choice["text"], changed = edit(choice["text"]), True
+    return changed
+
+
 def _sampled(ex: Exchange) -> bool:
     """A chat request sampled at temperature 1 or so with no filter that leaves one token."""
     request = _request(ex)
@@ -806,13 +824,9 @@ def grammar_constraint_ignored(ex: Exchange) -> bool:
 @fault("two requests with one seed give one text (on a launch that honours seeds)")
 def seed_not_reproducible(ex: Exchange) -> bool:
     """The seed does not decide the sampling: a repeated seeded request samples another text."""
-    if not _sampled(ex) or _request(ex).get("seed") is None or ex.occurrence < 1 or _streamed(ex):
+    if not _sampled(ex) or _request(ex).get("seed") is None or ex.occurrence < 1:
         return False
-    changed = False
-    for message in _messages(ex):
-        if isinstance(message.get("content"), str):
-            message["content"], changed = message["content"] + " Then it rained.", True
-    return changed
+    return _edit_content(ex, lambda text: text + " Then it rained.")
 
 
 @fault("sampling at temperature 1 gives different texts for different seeds and n > 1")
@@ -828,11 +842,7 @@ def sampling_filter_ignored(ex: Exchange) -> bool:
     if not _chat(ex) or float(request.get("temperature") or 0) <= 0 or not any(
             request.get(k) == v for k, v in _FILTERS):
         return False
-    changed = False
-    for message in _messages(ex):
-        if isinstance(message.get("content"), str):
-            message["content"], changed = message["content"] + " The end.", True
-    return changed
+    return _edit_content(ex, lambda text: text + " The end.")
 
 
 @fault("a repetition penalty far from 1 changes the greedy answer")
@@ -850,23 +860,15 @@ def repetition_penalty_ignored(ex: Exchange) -> bool:
 def recommended_sampling_drifts(ex: Exchange) -> bool:
     """At a low temperature with the model card's filters the answers drift from the greedy ones."""
     request = _request(ex)
-    if not _chat(ex) or not 0 < float(request.get("temperature") or 0) < 0.5 or _streamed(ex):
+    if not _chat(ex) or not 0 < float(request.get("temperature") or 0) < 0.5:
         return False
-    changed = False
-    for message in _messages(ex):
-        if isinstance(message.get("content"), str) and message["content"]:
-            message["content"], changed = message["content"].swapcase(), True
-    return changed
+    return _edit_content(ex, str.swapcase)
 
 
 @fault("/v1/completions answers the raw chat prompt with the chat answer")
 def completion_text_wrong(ex: Exchange) -> bool:
     """A completion's text is another text than the model generated."""
-    changed = False
-    for choice in _completion_choices(ex) if ex.body_format == "json" else ():
-        if isinstance(choice.get("text"), str) and choice["text"]:
-            choice["text"], changed = choice["text"][::-1], True
-    return changed
+    return _edit_completion_text(ex, lambda text: text[::-1])
 
 
 @fault("/v1/completions counts the prompt's tokens as the checkpoint's tokenizer does")
@@ -921,11 +923,7 @@ def completion_logprobs_wrong(ex: Exchange) -> bool:
 @fault("a streamed completion is the non-streamed one")
 def completion_stream_differs(ex: Exchange) -> bool:
     """A streamed completion streams another text."""
-    changed = False
-    for choice in _completion_choices(ex) if ex.body_format == "sse" else ():
-        if isinstance(choice.get("text"), str) and choice["text"]:
-            choice["text"], changed = choice["text"].swapcase() + "x", True
-    return changed
+    return _edit_completion_text(ex, lambda text: text.swapcase() + "x", "sse")
 
 
 # ---------------------------------------------------------------- whole recordings
