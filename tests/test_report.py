@@ -212,6 +212,23 @@ def test_scripted_turn_table_counts_exact_turns_per_checkpoint() -> None:
                     {"checkpoint": "micro-vl", "turns": 2, "exact": 1, "missed": ["b"], "percent": 50.0}]
 
 
+def test_grammar_table_names_each_configurations_backend_and_its_passes() -> None:
+    from pytest_lfm.report import Check, grammar_rows, render_markdown
+
+    def check(config: str, status: str, backend: str | None = "xgrammar") -> Check:
+        notes = {"config": config, **({"grammar_backend": backend} if backend else {})}
+        return Check(f"t[{config}-{status}]", status, notes=notes)
+
+    rows = grammar_rows([check("micro-vl", "pass"), check("micro-dense", "pass"), check("micro-dense", "fail"),
+                         check("micro-dense", "pass", None), check("micro-moe", "pass", "outlines")])
+    assert rows == [{"config": "micro-dense", "grammar_backend": "xgrammar", "checks": 2, "passed": 1},
+                    {"config": "micro-moe", "grammar_backend": "outlines", "checks": 1, "passed": 1},
+                    {"config": "micro-vl", "grammar_backend": "xgrammar", "checks": 1, "passed": 1}]
+    data = {"created": "c", "host": "h", "duration_s": 1.0, "args": [], "versions": {}, "gpus": [], "models": [],
+            "launches": [], "summary": {"pass": 1}, "checks": [], "latency": [], "grammar": rows}
+    assert "| micro-moe | outlines | 1 | 1 |" in render_markdown(data)
+
+
 def test_a_test_interrupted_after_its_setup_is_not_reported_as_passed(pytester: pytest.Pytester) -> None:
     # seen on the H100: SIGINT at the run limit arrived while the float16 probe's server was starting, and the
     # probe (setup passed, no call phase) was written as "pass"
