@@ -21,10 +21,7 @@ from pytest_lfm.runtime import HttpServer, served
 @pytest.fixture
 def turn(request: pytest.FixtureRequest, lfm_script: Script, lfm_model: ModelSpec) -> Turn:
     """The scripted turn named by the parameter; skipped for a model the script does not give it to."""
-    scripted = lfm_script.get(request.param)
-    if scripted not in lfm_script.for_model(lfm_model):
-        pytest.skip(f"turn {scripted.id} is not scripted for {lfm_model.id}")
-    return scripted
+    return checks.scripted_turn(lfm_script, lfm_model, request.param)
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,7 @@ def _complete(client: openai.OpenAI, request: dict[str, Any]) -> Any:
 
 @pytest.fixture
 def long_turn(lfm_script: Script, lfm_model: ModelSpec) -> Turn:
-    turn = lfm_script.get(LONG_TURN)
-    if turn not in lfm_script.for_model(lfm_model):
-        pytest.skip(f"turn {LONG_TURN} is not scripted for {lfm_model.id}")
-    return turn
+    return checks.scripted_turn(lfm_script, lfm_model, LONG_TURN)
 
 
 def _request(turn: Turn, model_name: str, tokenizer_path: str, sglang_version: str, **overrides: Any

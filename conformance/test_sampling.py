@@ -118,7 +118,7 @@ def test_repetition_penalty_changes_the_greedy_answer(
     negative one multiplied; allowed in (0, 2], sampling_params.py:173): at temperature 0 a penalty of 1 leaves the
     answer as it is, 0.01 multiplies the logits of the tokens already said 100-fold and so changes it (the answer
     repeats its first tokens), 2 is served."""
-    turn = _turn(lfm_script, lfm_model, checks.scripted("answer")[0])
+    turn = checks.scripted_turn(lfm_script, lfm_model, checks.scripted("answer")[0])
     messages = list(turn.messages)
 
     def answer(**params: Any) -> str:
@@ -154,10 +154,3 @@ def test_recommended_sampling_answers(turn: Turn, lfm_model: ModelSpec, lfm_clie
     else:
         checks.check(bool((choice.message.content or "").strip()), "answer with the recommended sampling",
                      request=request, expected="a non-empty answer", got=choice.message)
-
-
-def _turn(script: Script, model: ModelSpec, turn_id: str) -> Turn:
-    turn = script.get(turn_id)
-    if turn not in script.for_model(model):
-        pytest.skip(f"turn {turn_id} is not scripted for {model.id}")
-    return turn

@@ -45,10 +45,7 @@ STREAM = pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.fixture
 def json_turn(lfm_script: Script, lfm_model: ModelSpec) -> Turn:
     """The scripted question whose answer is a JSON object."""
-    turn = lfm_script.get(JSON_TURN)
-    if turn not in lfm_script.for_model(lfm_model):
-        pytest.skip(f"turn {JSON_TURN} is not scripted for {lfm_model.id}")
-    return turn
+    return checks.scripted_turn(lfm_script, lfm_model, JSON_TURN)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import openai
@@ -26,6 +26,9 @@ from pytest_lfm.streams import StreamedCall as StreamedCall
 from pytest_lfm.streams import StreamedChoice as StreamedChoice
 from pytest_lfm.streams import assemble_stream as assemble_stream
 from pytest_lfm.streams import reasoning_of as reasoning_of
+
+if TYPE_CHECKING:
+    from pytest_lfm.micro.script import Script, Turn
 
 #: LFM2 / LFM2-VL control tokens (docs/facts.md, "The LFM2 format"); none of them belongs in a response's text.
 SPECIAL_TOKENS = (
@@ -248,6 +251,14 @@ def scripted(*kinds: str) -> list[str]:
     from pytest_lfm.micro.script import load_script
 
     return [turn.id for turn in load_script().turns if turn.kind in kinds]
+
+
+def scripted_turn(script: Script, model: ModelSpec, turn_id: str) -> Turn:
+    """Turn ``turn_id`` of the script; the test skips for a model the script does not give it to."""
+    turn = script.get(turn_id)
+    if turn not in script.for_model(model):
+        pytest.skip(f"turn {turn.id} is not scripted for {model.id}")
+    return turn
 
 
 def exact(model: ModelSpec) -> bool:

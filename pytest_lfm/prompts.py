@@ -41,14 +41,19 @@ def template_variables(tokenizer_path: str) -> set[str]:
     return set(meta.find_undeclared_variables(ImmutableSandboxedEnvironment().parse(template)))
 
 
+def prompt_text(tokenizer_path: str, messages: Sequence[Mapping[str, Any]],
+                tools: Sequence[Mapping[str, Any]] | None, sglang_version: str) -> str:
+    """The prompt ``sglang_version`` builds for these messages and tools: the checkpoint's chat template over sglang's
+    re-serialized tools (docs/facts.md)."""
+    return str(_tokenizer(tokenizer_path).apply_chat_template(
+        template_messages(messages), tools=render_tools(tools, sglang_version) if tools else None,
+        add_generation_prompt=True, tokenize=False))
+
+
 def prompt_ids(tokenizer_path: str, messages: Sequence[Mapping[str, Any]],
                tools: Sequence[Mapping[str, Any]] | None, sglang_version: str) -> list[int]:
-    """The prompt ``sglang_version`` builds for these messages and tools, as token ids: the checkpoint's chat template
-    over sglang's re-serialized tools (docs/facts.md), tokenized without an added BOS."""
-    text = _tokenizer(tokenizer_path).apply_chat_template(
-        template_messages(messages), tools=render_tools(tools, sglang_version) if tools else None,
-        add_generation_prompt=True, tokenize=False)
-    return text_ids(tokenizer_path, text)
+    """:func:`prompt_text` as token ids, tokenized without an added BOS (as sglang tokenizes a chat prompt)."""
+    return text_ids(tokenizer_path, prompt_text(tokenizer_path, messages, tools, sglang_version))
 
 
 def filled_messages(tokenizer_path: str, tokens: int, sglang_version: str) -> tuple[list[dict[str, Any]], int]:
@@ -77,8 +82,8 @@ def raw_prompt(tokenizer_path: str, messages: Sequence[Mapping[str, Any]], sglan
     that text with the tokenizer's special tokens (managers/tokenizer_manager.py ``_tokenize_texts``): where the
     tokenizer adds its BOS itself, the template's BOS is left out of the text."""
     tokenizer = _tokenizer(tokenizer_path)
-    ids = prompt_ids(tokenizer_path, messages, None, sglang_version)
-    text = str(tokenizer.decode(ids, skip_special_tokens=False))
+    text = prompt_text(tokenizer_path, messages, None, sglang_version)
+    ids = text_ids(tokenizer_path, text)
     bos = tokenizer.bos_token or ""
     if bos and text.startswith(bos) and list(tokenizer(text)["input_ids"]) != ids:
         text = text[len(bos):]
