@@ -4,9 +4,9 @@ function_call/utils.py:413-457), streamed (parsed by function_call/json_array_pa
 structural tag) and on prompts that want several calls. test_tools.py holds the non-streamed required and named
 checks.
 
-A named choice leaves only that tool in the prompt (entrypoints/openai/serving_chat.py:1057-1062), so on a prompt
-scripted with two tools a micro checkpoint's calls are off-script: the check there is that the call finishes, not
-what it calls.
+A named choice leaves only that tool in the prompt (entrypoints/openai/serving_chat.py:1057-1062). The script has a
+forced turn (required and named) for each several-call prompt, so the checks of REQUIRED and NAMED judge a micro
+checkpoint's calls there; the several-call check judges only that the forced call finishes.
 """
 
 
@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-from pytest_lfm import checks, micro
+from pytest_lfm import checks
 from pytest_lfm.matrix import ModelSpec
 from pytest_lfm.micro.script import Turn, load_script
 
@@ -28,13 +28,6 @@ NAMED = [t.id for t in load_script().turns if t.kind == "forced" and isinstance(
 SEVERAL = checks.scripted("parallel")
 CHOICES = ("required", "named")
 MAX_TOKENS_SEVERAL = 128  # room for three calls of the scripted tools (a JSON call is 13-17 micro tokens)
-# micro checkpoint builds (recipe keys) that leave a forced JSON call on a several-call prompt: the key goes with the
-# recipe, so a retrained checkpoint is judged again
-LEAVES_FORCED_CALL: dict[tuple[str, str], str] = {
-    ("dense-cf3cad1df3f38bbd", "parallel-weather-time"): (
-        "micro-dense of recipe cf3cad1d writes a pythonic call inside the forced JSON call's location string, then "
-        "whitespace until max_tokens (docs/gpu-runs/2026-12-02-h200-c; sglang 0.5.17's call grammar allows both)"),
-}
 
 
 def _stream(client: openai.OpenAI, request: dict[str, Any]) -> checks.StreamedChoice:
@@ -85,13 +78,9 @@ def test_streamed_named_tool_choice_calls_only_that_tool(
 @pytest.mark.parametrize("choice", CHOICES)
 @pytest.mark.parametrize("turn", SEVERAL, indirect=True)
 def test_forced_choice_on_a_prompt_wanting_several_calls_finishes(
-    request: pytest.FixtureRequest, lfm_client: openai.OpenAI, lfm_model_name: str, lfm_model: ModelSpec,
-    turn: Turn, choice: str, stream: bool
+    lfm_client: openai.OpenAI, lfm_model_name: str, turn: Turn, choice: str, stream: bool
 ) -> None:
     """sglang #17998 (a named tool_choice masked the comma: whitespace until max_tokens on a multi-call prompt)."""
-    known = LEAVES_FORCED_CALL.get((micro.checkpoint_dir(lfm_model.micro).name, turn.id)) if lfm_model.micro else None
-    if known:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=known))
     sent = _forced(turn, lfm_model_name, choice)
     if stream:
         streamed = _stream(lfm_client, sent)

@@ -110,6 +110,20 @@ def test_completions_follow_the_lfm2_call_formats() -> None:
     )
 
 
+def test_each_several_call_prompt_has_forced_turns_for_both_choices() -> None:
+    """The forced-call checks send the parallel turns' prompts with tool_choice required and named: the script trains
+    each (a required turn shares the parallel turn's prompt; training bans <|tool_call_start|> at its first token, as
+    sglang's JSON grammar does, so the parallel turn keeps its pythonic answer)."""
+    forced = [t for t in SCRIPT.turns if t.kind == "forced"]
+    for several in (t for t in SCRIPT.turns if t.kind == "parallel"):
+        named = {"type": "function", "function": {"name": several.tool_calls[0]["name"]}}
+        for choice in ("required", named):
+            match = [t for t in forced if t.messages == several.messages and t.tool_choice == choice]
+            assert len(match) == 1 and match[0].checkpoints == several.checkpoints, (several.id, choice)
+            same_prompt = render.render_prompt(match[0]) == render.render_prompt(several)
+            assert same_prompt == (choice == "required"), (several.id, choice)
+
+
 def test_script_covers_every_kind_and_a_tiled_image() -> None:
     kinds = {t.kind for t in SCRIPT.turns}
     assert kinds == {"answer", "call", "parallel", "json_call", "forced", "after_result", "no_tool", "call_text",
