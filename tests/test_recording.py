@@ -646,6 +646,12 @@ def test_a_replay_of_none_of_the_selected_configurations_stops_the_run(pytester:
                                str(tmp_path / "other"))
     assert other.ret == pytest.ExitCode.USAGE_ERROR
     other.stderr.fnmatch_lines(["*holds recordings of micro-moe, none of the selected configurations (micro-dense)*"])
+
+    seeded = open_store(tmp_path / "seeded", "micro-dense---enable-deterministic-inference", "record")
+    seeded.write_meta(sglang_version="0.5.17", launch_args=[], served_model="m", model="micro-dense", dtype="bfloat16")
+    variant = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay",
+                                 str(tmp_path / "seeded"))
+    assert variant.ret != pytest.ExitCode.USAGE_ERROR  # a launch variant of the selected model is what it replays
     told = pytester.runpytest("-p", "no:cacheprovider", "--lfm-model", "micro-dense", "--lfm-replay", str(empty),
                               "--lfm-replay-missing", "skip")
     told.assert_outcomes(skipped=3)

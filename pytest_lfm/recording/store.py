@@ -232,8 +232,9 @@ def open_store(directory: Path | str, model_id: str, mode: Mode, *, pace: bool =
 
 
 def unreplayable(settings: Settings, models: Sequence[ModelSpec]) -> str | None:
-    """Why ``settings.replay_dir`` cannot answer any test of ``models``: it holds no recording of their own runtime
-    configurations (each model in each selected dtype); None when it holds one, or under --lfm-replay-missing skip."""
+    """Why ``settings.replay_dir`` cannot answer any test of ``models``: it holds no recording of their runtime
+    configurations (each model in each selected dtype, by default or in a launch variant); None when it holds one, or
+    under --lfm-replay-missing skip."""
     directory = settings.replay_dir
     if directory is None or settings.replay_missing == "skip":
         return None
@@ -241,6 +242,11 @@ def unreplayable(settings: Settings, models: Sequence[ModelSpec]) -> str | None:
     if any((directory / store_id(launch_id)).is_dir() for launch_id in wanted):
         return None
     held = sorted(p.name for p in directory.iterdir() if (p / "meta.json").is_file())
+    selected = {(m.id, dtype) for m in models for dtype in settings.dtypes}
+    for name in held:  # a recording of a selected model's launch variant only (e.g. its seeded launch)
+        meta = json.loads((directory / name / "meta.json").read_text())
+        if (meta.get("model"), meta.get("dtype")) in selected:
+            return None
     holds = f"recordings of {', '.join(held)}" if held else "no recording (no <configuration>/meta.json)"
     return (f"pytest-lfm: --lfm-replay {directory} holds {holds}, none of the selected configurations "
             f"({', '.join(wanted)}): the replay would test nothing. Select what it holds (--lfm-model, --lfm-dtype "
