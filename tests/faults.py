@@ -835,14 +835,23 @@ def sampling_collapsed(ex: Exchange) -> bool:
     return _sampled(ex) and not _streamed(ex) and _set_content(ex, "Once upon a time.")
 
 
-@fault("top_k 1, top_p 0.01 or min_p 1 at temperature 1 gives the greedy text")
+@fault("top_k 1, top_p 0.01 or min_p 1 at temperature 1 samples only the most likely tokens")
 def sampling_filter_ignored(ex: Exchange) -> bool:
-    """top_k / top_p / min_p are accepted and ignored: the filtered request samples as an unfiltered one."""
+    """top_k / top_p / min_p are accepted and ignored: the filtered request samples as an unfiltered one, so a token
+    less likely than its position's most likely one is drawn (its logprob falls below the top's, which is another)."""
     request = _request(ex)
-    if not _chat(ex) or float(request.get("temperature") or 0) <= 0 or not any(
+    if not _chat(ex) or _streamed(ex) or float(request.get("temperature") or 0) <= 0 or not any(
             request.get(k) == v for k, v in _FILTERS):
         return False
-    return _edit_content(ex, lambda text: text + " The end.")
+    changed = False
+    for choice in _choices(ex):
+        tokens = (choice.get("logprobs") or {}).get("content") or []
+        if tokens and tokens[-1].get("top_logprobs"):
+            drawn = tokens[-1]
+            drawn["top_logprobs"][0] = {"token": " The", "logprob": drawn["logprob"], "bytes": None}
+            drawn["logprob"] -= 1.5
+            changed = True
+    return changed
 
 
 @fault("a repetition penalty far from 1 changes the greedy answer")
