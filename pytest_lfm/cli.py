@@ -102,7 +102,7 @@ def _compare(args: argparse.Namespace) -> int:
         if args.changed is None:
             return 1 if changed else 0
         try:
-            expected = _changed_checks(args.changed)
+            expected = changed_checks(args.changed)
         except OSError as exc:
             return _bad_input("compare", f"--changed {args.changed}: {exc.strerror}; pass a file of check ids")
         stale = sorted(expected - changed)
@@ -116,7 +116,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if diff.regressed else 0
 
 
-def _changed_checks(path: str) -> set[str]:
+def changed_checks(path: str) -> set[str]:
     """The check ids of a --changed file: one per line, each followed by ``# why`` if wanted; blank lines and lines
     starting with ``#`` are skipped."""
     ids = set()

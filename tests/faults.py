@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_lfm.cli import changed_checks
 from pytest_lfm.micro.script import load_script
 from pytest_lfm.recording.exchange import Exchange
 from pytest_lfm.recording.jsonl import read_exchanges, write_exchanges
@@ -1031,7 +1032,10 @@ def run_suites(replay: Path, tests: list[str], work: Path, *, maxfail: int = 0) 
     targets = tests or ["conformance", "--ignore", "conformance/test_parser_corpus.py"]  # the corpus sends nothing
     # the selection takes every dtype a store holds, so the suites also run on a float16 store that holds only the
     # dtype probe's exchanges: skip the tests a recording lacks (a mutant changes answers, never which tests have any)
-    command = [sys.executable, "-m", "pytest", *targets, "--lfm-replay", str(replay), *selection(replay),
+    # the checks changed since the GPU run (changed-since-run.txt beside the recording) ask what it does not hold
+    changed = replay.parent / "changed-since-run.txt"
+    deselect = [a for t in sorted(changed_checks(str(changed))) for a in ("--deselect", t)] if changed.is_file() else []
+    command = [sys.executable, "-m", "pytest", *targets, *deselect, "--lfm-replay", str(replay), *selection(replay),
                "--lfm-replay-missing", "skip",
                "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-q", "-o", "junit_family=xunit2",
                f"--junitxml={junit}", *([f"--maxfail={maxfail}"] if maxfail else [])]
