@@ -54,7 +54,8 @@ def _completion(message: dict[str, Any], finish: str, *, n: int = 1, usage: tupl
                 logprobs: bool = False) -> dict[str, Any]:
     return {"id": "c1", "object": "chat.completion", "created": 1, "model": "/models/micro-dense",
             "choices": [{"index": i, "message": {"role": "assistant", **message}, "finish_reason": finish,
-                         "logprobs": {"content": [{"token": "x", "logprob": -0.1}]} if logprobs else None}
+                         "logprobs": {"content": [{"token": "x", "logprob": -0.1, "top_logprobs": [
+                             {"token": "x", "logprob": -0.1}]}]} if logprobs else None}
                         for i in range(n)],
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}}
 
@@ -177,7 +178,8 @@ def _sampling_and_completion_samples() -> list[Exchange]:
         _ex(22, {**sky, "stream": True, "response_format": {"type": "json_object"}}, events=_stream(
             [({"content": '{"answer": '}, None), ({"content": '"yes"}'}, None), ({}, "stop")])),
         _ex(23, {**sky, "regex": "(yes|no)"}, body=_completion({"content": "yes"}, "stop")),
-        _ex(24, {**story, "top_k": 1, "seed": 11}, body=_completion({"content": "No."}, "stop")),
+        _ex(24, {**story, "top_k": 1, "seed": 11, "logprobs": True, "top_logprobs": 1},
+            body=_completion({"content": "No."}, "stop", logprobs=True)),
         _ex(25, {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 64,
                  "temperature": 0.0, "repetition_penalty": 0.01}, body=_completion({"content": "HelHelHel"}, "length")),
         _ex(26, {**sky, "temperature": 0.1, "top_p": 0.1}, body=_completion({"content": "Yes."}, "stop")),
