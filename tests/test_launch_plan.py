@@ -474,9 +474,11 @@ def test_serves_for_a_minute(lfm_server):
 
 
 def default_hangup() -> None:
-    """The inner run starts with SIGHUP at its default, also under `nohup` (which ignores it for everything it
-    starts; the plugin leaves an ignored signal ignored)."""
+    """The inner run starts with SIGHUP and SIGINT at their defaults, as a terminal's foreground job has them, also
+    under `nohup` (which ignores SIGHUP for everything it starts) or as a background job of a script (started with
+    SIGINT ignored); the plugin leaves an ignored signal ignored."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("signals", ["SIGTERM", "SIGHUP", "SIGINT-twice", "SIGINT-at-once"])
